@@ -1,0 +1,1 @@
+"""ilma field-bus adapters: Modbus TCP/RTU and BACnet/IP."""

@@ -1,0 +1,1 @@
+"""ilma edge agent: the daemon on a building gateway."""

@@ -1,0 +1,1 @@
+"""ilma sensors: readings, quality flags, device profiles, validation and occupancy estimation."""

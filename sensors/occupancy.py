@@ -1,0 +1,248 @@
+"""Occupancy estimation: a drift-corrected people counter fused with an inverse CO2 mass balance.
+
+People counters see arrivals at once but drift: OUT events are missed more often than IN events
+(ghosts at the end of the day), groups are undercounted at peaks, devices reset at night
+(domain.md §4, after Irisys and field notes). The CO2 mass balance
+n = (V·dC/dt + Q·(C − C_out)) / (1e6·G) has no drift but lags and is noisy when the room is
+nearly empty. The fusion keeps the counter's speed and lets CO2 correct its scale, clear its ghosts
+and take over when it fails. Pure and vectorized: one row per zone; NaN means missing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from sensors.arrays import BoolArray, FloatArray
+
+CO2_FILTER_S = 300.0  # low-pass of CO2 and of its derivative (Hernandez-Cruz et al.: 10-min EMA)
+CO2_VALID_FOR_S = 600.0  # a CO2 estimate older than this is not used
+CO2_WARMUP_S = 900.0  # the filters need this long after the first reading
+EMPTY_PERSONS = 0.5  # CO2 estimate below this: nobody
+GHOST_CLEAR_AFTER_S = 900.0  # CO2 says empty and nobody came in for 15 min: clear ghosts
+GHOST_MAX_PERSONS = 7.0  # field notes: 5-7 ghosts when a room is empty (domain.md §4) ...
+GHOST_MAX_FRACTION = 0.5  # ... more in a busy room: missed OUTs add up over a day of meetings
+# Self-calibration of the CO2 reference, as NDIR sensors' ABC/ASC do (domain.md §3): the lowest
+# filtered reading is outdoor air as this sensor sees it, so its offset cancels out of the mass
+# balance. The reference may creep up this fast to follow drift, and stays this close to outdoor.
+BASELINE_RISE_PPM_PER_DAY = 10.0
+BASELINE_MAX_OFFSET_PPM = 100.0
+RESET_KEEPS_COUNT_IF_ENTRY_WITHIN_S = 1800.0
+# CO2 can only refute a count it could see: the excess those people would cause at the current
+# airflow, 1e6·G·n/Q, must stand clear of sensor offsets and outdoor swings (tens of ppm). Two
+# people in a well-ventilated open office raise CO2 by ~30 ppm: CO2 cannot tell them from none.
+CO2_DETECTABLE_PPM = 60.0
+# Where CO2 cannot decide, the field rule (raum-tracker notes, domain.md §4): nobody came in for
+# 30 min, at least 2 went out, and a small count remains: those are ghosts. Exits are counted over
+# a sliding exponential window of 30 min.
+FIELD_RULE_WINDOW_S = 1800.0
+FIELD_RULE_MIN_EXITS = 2.0
+SCALE_LEARN_STEADY_S = 1200.0  # learn the counter's undercount when the count held 20 min
+SCALE_TAU_S = 1800.0
+# Counters undercount crowds by 1.5-3× (domain.md §4); they overcount only through ghosts, which
+# are cleared, not scaled. The factor is learned only from rooms with enough people in them.
+SCALE_RANGE = (1.0, 3.0)
+SCALE_LEARN_MIN_PERSONS = 3.0
+# The counter reads 0 while CO2 has seen people for 15 min: an entry was missed or the counter is
+# broken, and CO2 is believed until the counter moves again.
+DISTRUST_AFTER_S = 900.0
+DISTRUST_MIN_PERSONS = 0.7
+DISTRUST_MIN_FRACTION = 0.1
+# When CO2 sees more people than the counter, believe CO2 (counters undercount crowds) less a
+# margin for its noise, which grows with the room's volume: an empty room's noise stays "nobody".
+CO2_FLOOR_MARGIN_PERSONS = 0.5
+CO2_FLOOR_MARGIN_FRACTION = 0.05
+PLAUSIBLE_FACTOR = 1.5  # a count above 1.5 × design + 5 is a fault, not a crowd
+PLAUSIBLE_MARGIN = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class EstimatorParams:
+    """Per zone row. Every field (n_zones,)."""
+
+    volume_m3: FloatArray
+    co2_gen_m3s: FloatArray  # CO2 generation per person, m³/s
+    infiltration_m3s: FloatArray  # outdoor air entering without the supply fan
+    design_occupancy: FloatArray
+    has_counter: BoolArray
+    has_co2: BoolArray
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """One step's inputs; arrays (n_zones,), NaN = missing (after validation)."""
+
+    dt_s: float
+    counter_in: FloatArray  # the counter's cumulative IN register
+    counter_out: FloatArray  # the counter's cumulative OUT register
+    co2_ppm: FloatArray
+    co2_out_ppm: FloatArray
+    airflow_m3s: FloatArray  # outdoor air supplied to the zone over the last step
+
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    occupancy: FloatArray  # people, ≥ 0; NaN when no source works
+    confidence: FloatArray  # 0 (nothing known) .. 1
+    from_counter: FloatArray  # drift-corrected counter; NaN if no counter
+    from_co2: FloatArray  # mass-balance estimate; NaN if no CO2
+
+
+@dataclass(frozen=True, slots=True)
+class EstimatorState:
+    offset: FloatArray  # added to (IN − OUT): corrects drift and device resets
+    last_in: FloatArray
+    last_out: FloatArray
+    count: FloatArray  # corrected counter occupancy
+    since_entry_s: FloatArray  # since the counter last saw somebody enter
+    recent_exits: FloatArray  # OUT events over the last ~30 min (exponential window)
+    steady_s: FloatArray  # since the count last changed
+    scale: FloatArray  # counter undercount factor learned from CO2
+    co2_f: FloatArray  # low-passed CO2
+    co2_base: FloatArray  # self-calibrated outdoor reference of this sensor
+    dco2_ppm_s: FloatArray  # low-passed dC/dt
+    n_co2: FloatArray  # smoothed mass-balance estimate
+    co2_age_s: FloatArray  # since the last valid CO2 reading
+    co2_run_s: FloatArray  # how long the CO2 filters have been fed
+    empty_s: FloatArray  # how long CO2 has said the zone is empty
+    disagree_s: FloatArray  # how long the counter said 0 while CO2 saw people
+
+
+def initial_estimator_state(n: int) -> EstimatorState:
+    nan = np.full(n, np.nan)
+    zero = np.zeros(n)
+    return EstimatorState(
+        offset=zero.copy(),
+        last_in=nan.copy(),
+        last_out=nan.copy(),
+        count=zero.copy(),
+        since_entry_s=np.full(n, np.inf),
+        recent_exits=zero.copy(),
+        steady_s=zero.copy(),
+        scale=np.ones(n),
+        co2_f=nan.copy(),
+        co2_base=nan.copy(),
+        dco2_ppm_s=zero.copy(),
+        n_co2=zero.copy(),
+        co2_age_s=np.full(n, np.inf),
+        co2_run_s=zero.copy(),
+        empty_s=zero.copy(),
+        disagree_s=zero.copy(),
+    )
+
+
+def estimate(
+    s: EstimatorState, o: Observation, p: EstimatorParams
+) -> tuple[EstimatorState, Estimate]:
+    """One estimation step for all zones."""
+    dt = o.dt_s
+    # --- counter: IN − OUT + offset, never negative, continuous across device resets ---
+    c_ok = p.has_counter & np.isfinite(o.counter_in) & np.isfinite(o.counter_out)
+    raw = np.where(c_ok, o.counter_in - o.counter_out, 0.0)
+    seen = c_ok & np.isfinite(s.last_in)
+    reset = seen & ((o.counter_in < s.last_in) | (o.counter_out < s.last_out))
+    entered = np.where(seen & ~reset, o.counter_in - s.last_in, 0.0)
+    exited = np.where(seen & ~reset, o.counter_out - s.last_out, 0.0)
+    recent_exits = s.recent_exits * np.exp(-dt / FIELD_RULE_WINDOW_S) + exited
+    since_entry_s = np.where(entered > 0.0, 0.0, s.since_entry_s + dt)
+    # A nightly device reset is the field practice's daily zeroing, unless people just came in.
+    carry = np.where(since_entry_s < RESET_KEEPS_COUNT_IF_ENTRY_WITHIN_S, s.count, 0.0)
+    offset = np.where(reset | (c_ok & ~seen), carry - raw, s.offset)
+    count = raw + offset
+    offset = np.where(count < 0.0, offset - count, offset)  # missed INs cannot make people < 0
+    count = np.where(c_ok, np.maximum(count, 0.0), s.count)
+    steady_s = np.where(count != s.count, 0.0, s.steady_s + dt)
+
+    # --- CO2 mass balance on low-passed CO2 ---
+    q_ok = p.has_co2 & np.isfinite(o.co2_ppm) & np.isfinite(o.co2_out_ppm)
+    alpha = -np.expm1(-dt / CO2_FILTER_S)
+    had_f = np.isfinite(s.co2_f)
+    co2_f = np.where(had_f, s.co2_f + alpha * (o.co2_ppm - s.co2_f), o.co2_ppm)
+    co2_f = np.where(q_ok, co2_f, s.co2_f)
+    d_raw = np.where(q_ok & had_f, (co2_f - s.co2_f) / dt, 0.0)
+    dco2 = np.where(q_ok, s.dco2_ppm_s + alpha * (d_raw - s.dco2_ppm_s), s.dco2_ppm_s)
+    q = np.nan_to_num(np.maximum(o.airflow_m3s, 0.0)) + p.infiltration_m3s
+    co2_out = np.where(q_ok, o.co2_out_ppm, 0.0)
+    rise = BASELINE_RISE_PPM_PER_DAY * dt / 86400.0
+    base = np.fmin(s.co2_base + rise, co2_f)  # fmin: a NaN (first reading) takes the other
+    base = np.clip(base, co2_out - BASELINE_MAX_OFFSET_PPM, co2_out + BASELINE_MAX_OFFSET_PPM)
+    base = np.where(q_ok, base, s.co2_base)
+    excess = np.where(q_ok, co2_f - base, 0.0)
+    n_raw = (p.volume_m3 * dco2 + q * excess) / (1e6 * p.co2_gen_m3s)
+    n_co2 = np.where(q_ok, s.n_co2 + alpha * (n_raw - s.n_co2), s.n_co2)
+    co2_age_s = np.where(q_ok, 0.0, s.co2_age_s + dt)
+    lost = co2_age_s > CO2_VALID_FOR_S
+    co2_run_s = np.where(q_ok, s.co2_run_s + dt, np.where(lost, 0.0, s.co2_run_s))
+    have_co2 = (co2_age_s <= CO2_VALID_FOR_S) & (co2_run_s >= CO2_WARMUP_S)
+    n_co2_pos = np.maximum(n_co2, 0.0)
+
+    # --- fusion ---
+    plausible = count <= PLAUSIBLE_FACTOR * p.design_occupancy + PLAUSIBLE_MARGIN
+    have_c = c_ok & plausible
+    both = have_c & have_co2
+    empty_s = np.where(have_co2 & (n_co2 < EMPTY_PERSONS), s.empty_s + dt, 0.0)
+    ghost_max = np.maximum(GHOST_MAX_PERSONS, GHOST_MAX_FRACTION * p.design_occupancy)
+    small = have_c & (count > 0.0) & (count <= ghost_max)
+    quiet = since_entry_s >= GHOST_CLEAR_AFTER_S
+    visible = 1e6 * p.co2_gen_m3s * count / q >= CO2_DETECTABLE_PPM
+    co2_decides = have_co2 & visible
+    co2_says_empty = empty_s >= GHOST_CLEAR_AFTER_S
+    field_rule = (recent_exits >= FIELD_RULE_MIN_EXITS) & (count <= GHOST_MAX_PERSONS)
+    ghosts = small & quiet & np.where(co2_decides, co2_says_empty, field_rule)
+    offset = np.where(ghosts, offset - count, offset)
+    count = np.where(ghosts, 0.0, count)
+    learn = (
+        both
+        & (steady_s >= SCALE_LEARN_STEADY_S)
+        & (count >= SCALE_LEARN_MIN_PERSONS)
+        & (n_co2 >= SCALE_LEARN_MIN_PERSONS)
+    )
+    ratio = np.clip(n_co2_pos / np.maximum(count, 1.0), *SCALE_RANGE)
+    scale = np.where(learn, s.scale + -np.expm1(-dt / SCALE_TAU_S) * (ratio - s.scale), s.scale)
+    sees_people = n_co2 >= np.maximum(
+        DISTRUST_MIN_PERSONS, DISTRUST_MIN_FRACTION * p.design_occupancy
+    )
+    disagree = both & (count < EMPTY_PERSONS) & sees_people
+    disagree_s = np.where(disagree, s.disagree_s + dt, 0.0)
+    distrust = disagree_s >= DISTRUST_AFTER_S
+    from_counter = np.where(have_c, count * scale, np.nan)
+    margin = CO2_FLOOR_MARGIN_PERSONS + CO2_FLOOR_MARGIN_FRACTION * p.design_occupancy
+    co2_floor = np.where(have_co2, n_co2 - margin, 0.0)
+    occupancy = np.where(
+        have_c & ~distrust,
+        np.maximum(from_counter, co2_floor),
+        np.where(have_co2, n_co2_pos, np.nan),
+    )
+    agreement = 1.0 - np.minimum(
+        np.abs(n_co2_pos - count * scale) / (np.maximum(n_co2_pos, count * scale) + 3.0), 1.0
+    )
+    confidence = np.where(
+        both & ~distrust,
+        0.6 + 0.4 * agreement,
+        np.where(have_c, 0.6, np.where(have_co2, 0.4, 0.0)),
+    )
+    new_state = EstimatorState(
+        offset=offset,
+        last_in=np.where(c_ok, o.counter_in, s.last_in),
+        last_out=np.where(c_ok, o.counter_out, s.last_out),
+        count=count,
+        since_entry_s=since_entry_s,
+        recent_exits=recent_exits,
+        steady_s=steady_s,
+        scale=scale,
+        co2_f=co2_f,
+        co2_base=base,
+        dco2_ppm_s=dco2,
+        n_co2=n_co2,
+        co2_age_s=co2_age_s,
+        co2_run_s=co2_run_s,
+        empty_s=empty_s,
+        disagree_s=disagree_s,
+    )
+    return new_state, Estimate(
+        occupancy=occupancy,
+        confidence=confidence,
+        from_counter=from_counter,
+        from_co2=np.where(have_co2, n_co2_pos, np.nan),
+    )

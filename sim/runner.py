@@ -1,0 +1,435 @@
+"""The closed loop: people, erring sensors, validation, estimation, control and plant, in lanes.
+
+A lane is one controller on one seed. All lanes of a run advance together as rows of the same
+arrays (lane-major: rows [k·n_zones, (k+1)·n_zones) belong to lane k), so a small building with
+four controllers costs one set of numpy calls per step, not four. Lanes with the same seed see the
+same weather, the same people and the same sensor faults (common random numbers): differences
+between controllers are the controllers', not luck.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+
+import numpy as np
+import numpy.typing as npt
+
+from controller.law import Commands, Inputs, comfort_band, initial_state
+from controller.law import step as control_step
+from controller.params import Params, Strategy, compile_params, stack_params
+from controller.schedule import day_hours, scheduled_now, stack_tables, week_table
+from controller.site import Site
+from sensors.arrays import FloatArray, IntArray, concat_rows
+from sensors.occupancy import (
+    EstimatorParams,
+    Observation,
+    estimate,
+    initial_estimator_state,
+)
+from sensors.validation import CheckParams, check, initial_check_state
+from sim.building import build_plant, zone_key
+from sim.clock import SimClock, make_clock
+from sim.kpi import KpiAccumulator, Kpis, lane_kpis
+from sim.occupants import OccupantProfile, generate_occupancy
+from sim.plant import AhuPlant, Drive, ZonePlant, initial_plant_state, operative_c
+from sim.plant import step as plant_step
+from sim.sensor_models import (
+    Co2SensorBank,
+    Co2SensorErrors,
+    CounterErrors,
+    ThermometerBank,
+    ThermometerErrors,
+    simulate_people_counter,
+)
+from sim.weather import Weather, WeatherSeries, sample, synthetic_helsinki
+
+# Outdoor CO2 at the site swings a little over the day (traffic, boundary layer); the controller
+# only knows the configured mean. Amplitude in ppm, peak in the early morning.
+OUTDOOR_CO2_DAILY_AMPLITUDE_PPM = 15.0
+EQUIPMENT_STANDBY_FRACTION = 0.1  # lights and plug loads left on in an empty zone
+INITIAL_TEMPERATURE_C = 21.0
+
+ProgressFn = Callable[[int, int], None]
+
+PERFECT_COUNTER = CounterErrors(p_miss_in=0.0, p_miss_out=0.0, p_group_miss=0.0, p_double=0.0)
+PERFECT_CO2 = Co2SensorErrors(
+    noise_ppm=0.0, gain_sd=0.0, offset_sd_ppm=0.0, drift_sd_ppm_per_day=0.0,
+    stuck_per_day=0.0, dropout_per_day=0.0, resolution_ppm=1.0,
+)  # fmt: skip
+PERFECT_THERMOMETER = ThermometerErrors(
+    noise_k=0.0, offset_sd_k=0.0, dropout_per_day=0.0, resolution_k=0.01
+)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """What to simulate."""
+
+    site: Site
+    start: date  # first local day whose results count
+    days: int
+    controllers: tuple[Strategy, ...]
+    seeds: tuple[int, ...] = (1,)
+    dt_s: int = 60
+    warmup_days: int = 3  # simulated before `start` and not counted: mass and learning settle
+    weather: Weather | None = None  # default: a synthetic Helsinki year from the first seed
+    record_zones: tuple[str, ...] = ()  # zones whose time series are kept
+    record_every_s: int = 900
+    sensor_faults: bool = True  # False: perfect counters, CO2 sensors and thermometers
+    mismatch: bool = True  # False: the plant is exactly the nominal building
+
+
+@dataclass(frozen=True)
+class Lane:
+    controller: Strategy
+    seed: int
+
+
+@dataclass
+class Series:
+    """Recorded samples after warm-up. Zone arrays (n_samples, n_lanes, n_recorded_zones)."""
+
+    zones: tuple[str, ...]
+    epoch_s: list[float] = field(default_factory=list)
+    people: list[FloatArray] = field(default_factory=list)
+    estimate: list[FloatArray] = field(default_factory=list)
+    co2_ppm: list[FloatArray] = field(default_factory=list)
+    co2_limit_ppm: list[FloatArray] = field(default_factory=list)
+    t_op_c: list[FloatArray] = field(default_factory=list)
+    band_low_c: list[FloatArray] = field(default_factory=list)
+    band_high_c: list[FloatArray] = field(default_factory=list)
+    airflow_m3s: list[FloatArray] = field(default_factory=list)
+    mode: list[FloatArray] = field(default_factory=list)
+    # cumulative purchased energy per lane since the start, kWh/m² (n_samples, n_lanes)
+    fan_kwh_m2: list[FloatArray] = field(default_factory=list)
+    heating_kwh_m2: list[FloatArray] = field(default_factory=list)
+    cooling_kwh_m2: list[FloatArray] = field(default_factory=list)
+
+    def array(self, name: str) -> FloatArray:
+        return np.asarray(getattr(self, name), dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    scenario: Scenario
+    lanes: tuple[Lane, ...]
+    kpis: tuple[Kpis, ...]
+    series: Series
+    steps: int  # simulated steps, warm-up included
+    zone_steps: int  # steps × rows
+    totals: KpiAccumulator  # per-row integrals: per-zone KPIs of every lane
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        """Per controller, each KPI averaged over seeds (the content of summary.json)."""
+        out: dict[str, dict[str, float]] = {}
+        for c in self.scenario.controllers:
+            ks = [
+                k.as_dict()
+                for k, lane in zip(self.kpis, self.lanes, strict=True)
+                if lane.controller == c
+            ]
+            out[c.value] = {key: float(np.mean([k[key] for k in ks])) for key in ks[0]}
+        return out
+
+
+def occupant_profiles(site: Site) -> list[OccupantProfile]:
+    """The people model's view of each zone: kind, capacity and workday opening hours."""
+    profiles = []
+    for r in site.resolved:
+        weekday_hours = [h for h in r.occupied_hours if h.days & {0, 1, 2, 3, 4}] or list(
+            r.occupied_hours
+        )
+        profiles.append(
+            OccupantProfile(
+                kind=r.zone.kind.value,
+                design_occupancy=r.design_occupancy,
+                open_s=float(min(h.start_s for h in weekday_hours)),
+                close_s=float(max(h.end_s for h in weekday_hours)),
+                zone_key=zone_key(r.zone.name),
+            )
+        )
+    return profiles
+
+
+def _check_params(n: int, lo: float, hi: float, stuck_s: float, rate: float) -> CheckParams:
+    return CheckParams(
+        lo=np.full(n, lo),
+        hi=np.full(n, hi),
+        stuck_after_s=np.full(n, stuck_s),
+        max_rate_per_s=np.full(n, rate),
+        stale_after_s=np.full(n, 600.0),
+    )
+
+
+@dataclass(frozen=True)
+class _Exogenous:
+    """Everything that does not depend on the controllers, per seed."""
+
+    people: npt.NDArray[np.int16]  # (n_seeds, n_steps, n_zones) true occupancy at step end
+    counter_in: npt.NDArray[np.int32]  # (n_seeds, n_steps, n_zones) IN register at step end
+    counter_out: npt.NDArray[np.int32]
+
+
+def _exogenous(sc: Scenario, clock: SimClock, closed: frozenset[date]) -> _Exogenous:
+    profiles = occupant_profiles(sc.site)
+    keys = [p.zone_key for p in profiles]
+    errors = CounterErrors() if sc.sensor_faults else PERFECT_COUNTER
+    people, c_in, c_out = [], [], []
+    for seed in sc.seeds:
+        occ = generate_occupancy(profiles, clock, seed, closed)
+        raw_in, raw_out = simulate_people_counter(occ, clock, seed, keys, errors)
+        people.append(occ.count)
+        c_in.append(raw_in)
+        c_out.append(raw_out)
+    return _Exogenous(np.stack(people), np.stack(c_in), np.stack(c_out))
+
+
+def simulate(sc: Scenario, progress: ProgressFn | None = None) -> RunResult:
+    """Run every lane of the scenario through the same closed loop."""
+    site = sc.site
+    nz = len(site.zone)
+    lanes = tuple(Lane(c, s) for s in sc.seeds for c in sc.controllers)
+    nl = len(lanes)
+    n = nl * nz
+    first = sc.start - timedelta(days=sc.warmup_days)
+    clock = make_clock(first, sc.days + sc.warmup_days, sc.dt_s, site.tz)
+    k_count = int(np.searchsorted(clock.local_day, sc.start.toordinal()))
+    years = sorted({d.year for d in clock.days} | {clock.days[-1].year + 1})
+    closed = site.site.closed_days(years)
+    weather = sc.weather or synthetic_helsinki(sc.seeds[0])
+    ws: WeatherSeries = sample(weather, clock.epoch_s)
+    ex = _exogenous(sc, clock, closed)
+    seed_of_lane = np.array([sc.seeds.index(lane.seed) for lane in lanes])
+
+    params: Params = stack_params([compile_params(site, lane.controller) for lane in lanes])
+    z = params.zones
+    plants = {seed: build_plant(site, seed, mismatch=sc.mismatch) for seed in sc.seeds}
+    n_ahu = len(site.ahu)
+    zp: ZonePlant = concat_rows(
+        [plants[lane.seed][0] for lane in lanes], shift={"ahu": [i * n_ahu for i in range(nl)]}
+    )
+    ap: AhuPlant = concat_rows([plants[lane.seed][1] for lane in lanes])
+    oracle_rows = np.repeat([lane.controller is Strategy.ORACLE for lane in lanes], nz)
+
+    row_seeds = np.repeat(np.array([lane.seed for lane in lanes], dtype=np.int64), nz)
+    row_keys = np.tile(np.array([zone_key(zc.name) for zc in site.zone], dtype=np.int64), nl)
+    co2_bank = Co2SensorBank(
+        row_seeds, row_keys, clock, Co2SensorErrors() if sc.sensor_faults else PERFECT_CO2
+    )
+    thermo = ThermometerBank(
+        row_seeds, row_keys, clock, ThermometerErrors() if sc.sensor_faults else PERFECT_THERMOMETER
+    )
+    # Validation limits: CO2 never reads below ~250 ppm outdoors nor changes 20 ppm/s in a room;
+    # NDIR noise makes 30 min of identical readings a stuck sensor. Room temperatures move slowly.
+    co2_limits = _check_params(n, 250.0, 5000.0, 1800.0, 20.0)
+    t_limits = _check_params(n, -10.0, 50.0, 12 * 3600.0, 0.05)
+    co2_check, t_check = initial_check_state(n), initial_check_state(n)
+
+    nominal_infiltration = np.tile(
+        np.array(
+            [
+                zc.infiltration_ach * r.volume_m3 / 3600.0
+                for zc, r in zip(site.zone, site.resolved, strict=True)
+            ]
+        ),
+        nl,
+    )
+    est_params = EstimatorParams(
+        volume_m3=z.volume_m3,
+        co2_gen_m3s=z.co2_gen_m3s,
+        infiltration_m3s=nominal_infiltration,
+        design_occupancy=z.design_occupancy,
+        has_counter=np.tile(np.array([zc.has_people_counter for zc in site.zone]), nl),
+        has_co2=np.tile(np.array([zc.has_co2_sensor for zc in site.zone]), nl),
+    )
+    est_state = initial_estimator_state(n)
+    ctrl_state = initial_state(params)
+    plant_state = initial_plant_state(n, INITIAL_TEMPERATURE_C, site.site.co2_outdoor_ppm)
+    table = stack_tables([week_table([r.occupied_hours for r in site.resolved])] * nl)
+
+    acc = KpiAccumulator.zeros(n, nl * n_ahu)
+    rec_names = sc.record_zones
+    rec_idx = np.array([[site.zone_index[name] for name in rec_names]] * nl, dtype=np.int64)
+    rec_rows = (rec_idx + (np.arange(nl) * nz)[:, None]).ravel()
+    series = Series(zones=rec_names)
+    rec_every = max(1, sc.record_every_s // sc.dt_s)
+    recorder = _Recorder(
+        series,
+        rec_rows,
+        nl,
+        nz,
+        n_ahu,
+        z.area_m2.reshape(nl, nz).sum(axis=1),
+        site.energy.heating_efficiency,
+        site.energy.cooling_cop,
+    )
+
+    dt = float(sc.dt_s)
+    co2_out_nominal = np.full(n, site.site.co2_outdoor_ppm)
+    zeros = np.zeros(n)
+    t_out_rows = np.empty(n)
+    t24_rows = np.empty(n)
+    co2_out_rows = np.empty(n)
+    t_ahu = np.empty(nl * n_ahu)
+    airflow_prev = zeros.copy()
+    t_supply_prev = np.full(n, np.nan)
+    people_prev = zeros.copy()
+    cin_prev = zeros.copy()
+    cout_prev = zeros.copy()
+    required_base = z.ra_m3s * z.area_m2
+    day = -1
+    open_today = close_today = open_tomorrow = zeros
+    report_every = max(1, clock.n_steps // 200)
+    cmd: Commands | None = None
+
+    for k in range(clock.n_steps):
+        if clock.local_day[k] != day:
+            day = int(clock.local_day[k])
+            today, tomorrow = date.fromordinal(day), date.fromordinal(day + 1)
+            wd = np.full(n, today.weekday())
+            open_today, close_today = day_hours(table, wd, np.full(n, today in closed))
+            open_tomorrow, _ = day_hours(
+                table, np.full(n, tomorrow.weekday()), np.full(n, tomorrow in closed)
+            )
+        tod = clock.local_tod_s[k]
+        scheduled, to_open = scheduled_now(open_today, close_today, open_tomorrow, np.full(n, tod))
+
+        # Sensors read the building as it is at the start of the step, then get validated.
+        co2_meas = co2_bank.read(k, plant_state.co2_ppm)
+        t_meas = thermo.read(k, operative_c(plant_state))
+        co2_check, co2_clean, _ = check(co2_check, co2_meas, zeros, co2_limits, dt)
+        t_check, t_clean, _ = check(t_check, t_meas, zeros, t_limits, dt)
+        est_state, est = estimate(
+            est_state,
+            Observation(dt, cin_prev, cout_prev, co2_clean, co2_out_nominal, airflow_prev),
+            est_params,
+        )
+        occupancy_in = np.where(oracle_rows, people_prev, est.occupancy)
+        t24_rows.fill(ws.t_out_24h_c[k])
+        t_out_rows.fill(ws.t_out_c[k])
+        ctrl_state, cmd = control_step(
+            ctrl_state,
+            Inputs(
+                dt_s=dt,
+                scheduled=scheduled,
+                time_to_open_s=to_open,
+                occupancy=occupancy_in,
+                co2_ppm=co2_clean,
+                t_zone_c=t_clean,
+                t_supply_c=t_supply_prev,
+                t_out_c=t_out_rows,
+                t_out_24h_c=t24_rows,
+                co2_out_ppm=co2_out_nominal,
+            ),
+            params,
+        )
+
+        people = ex.people[seed_of_lane, k].ravel().astype(np.float64)
+        t_ahu.fill(ws.t_out_c[k])
+        co2_out_rows.fill(
+            site.site.co2_outdoor_ppm
+            + OUTDOOR_CO2_DAILY_AMPLITUDE_PPM * np.cos(2 * np.pi * (tod - 5 * 3600.0) / 86400.0)
+        )
+        plant_state, flows = plant_step(
+            plant_state,
+            Drive(
+                t_out_c=t_out_rows,
+                solar_wm2=ws.solar_wm2[k, zp.facade],
+                co2_out_ppm=co2_out_rows,
+                people=people,
+                equipment_on=np.where(people > 0.0, 1.0, EQUIPMENT_STANDBY_FRACTION),
+                airflow_m3s=cmd.airflow_m3s,
+                t_heat_c=cmd.t_heat_c,
+                t_cool_c=cmd.t_cool_c,
+                ahu_supply_c=cmd.ahu_supply_c,
+                ahu_t_out_c=t_ahu,
+            ),
+            zp,
+            ap,
+            dt,
+        )
+        if k >= k_count:
+            band_lo, band_hi = comfort_band(params, t24_rows)
+            t_op = operative_c(plant_state)
+            acc.add(
+                dt_s=dt,
+                t_op_c=t_op,
+                band_low_c=band_lo,
+                band_high_c=band_hi,
+                co2_ppm=plant_state.co2_ppm,
+                co2_limit_ppm=z.co2_limit_ppm,
+                people=people,
+                delivered_oa_m3s=cmd.airflow_m3s,
+                required_oa_m3s=(required_base + z.rp_m3s * people) / z.ez,
+                zone_heat_w=flows.zone_heating_w,
+                zone_cool_w=flows.zone_cooling_w,
+                fan_w=flows.fan_w,
+                coil_heat_w=flows.coil_heating_w,
+                coil_cool_w=flows.coil_cooling_w,
+            )
+            if rec_names and (k - k_count) % rec_every == 0:
+                recorder.add(
+                    clock.epoch_s[k] + dt,
+                    acc,
+                    people=people,
+                    estimate=est.occupancy,
+                    co2_ppm=plant_state.co2_ppm,
+                    co2_limit_ppm=z.co2_limit_ppm,
+                    t_op_c=t_op,
+                    band_low_c=band_lo,
+                    band_high_c=band_hi,
+                    airflow_m3s=cmd.airflow_m3s,
+                    mode=cmd.mode.astype(np.float64),
+                )
+        airflow_prev = cmd.airflow_m3s
+        t_supply_prev = flows.ahu_supply_c[zp.ahu]
+        people_prev = people
+        cin_prev = ex.counter_in[seed_of_lane, k].ravel().astype(np.float64)
+        cout_prev = ex.counter_out[seed_of_lane, k].ravel().astype(np.float64)
+        if progress is not None and (k % report_every == 0 or k == clock.n_steps - 1):
+            progress(k + 1, clock.n_steps)
+
+    kpis = tuple(
+        lane_kpis(
+            acc,
+            rows=slice(i * nz, (i + 1) * nz),
+            ahu_rows=slice(i * n_ahu, (i + 1) * n_ahu),
+            area_m2=z.area_m2,
+            heating_efficiency=site.energy.heating_efficiency,
+            cooling_cop=site.energy.cooling_cop,
+        )
+        for i in range(nl)
+    )
+    return RunResult(sc, lanes, kpis, series, clock.n_steps, clock.n_steps * n, acc)
+
+
+@dataclass(frozen=True)
+class _Recorder:
+    """Samples the recorded zones of every lane into a Series."""
+
+    series: Series
+    rows: IntArray  # rows of the recorded zones, lane-major
+    n_lanes: int
+    n_zones: int
+    n_ahus: int
+    lane_area_m2: FloatArray
+    heating_efficiency: float
+    cooling_cop: float
+
+    def add(self, epoch_s: float, acc: KpiAccumulator, **zone_values: FloatArray) -> None:
+        """One sample: zone_values by Series field name, each (n_rows,); energy from acc."""
+        s = self.series
+        s.epoch_s.append(epoch_s)
+        for name, values in zone_values.items():
+            getattr(s, name).append(
+                np.asarray(values, dtype=np.float64)[self.rows].reshape(self.n_lanes, -1)
+            )
+        nl, nz, na = self.n_lanes, self.n_zones, self.n_ahus
+        per_m2 = 1.0 / (3.6e6 * self.lane_area_m2)
+        heat = acc.zone_heat_j.reshape(nl, nz).sum(1) + acc.coil_heat_j.reshape(nl, na).sum(1)
+        cool = acc.zone_cool_j.reshape(nl, nz).sum(1) + acc.coil_cool_j.reshape(nl, na).sum(1)
+        s.fan_kwh_m2.append(acc.fan_j.reshape(nl, na).sum(1) * per_m2)
+        s.heating_kwh_m2.append(heat / self.heating_efficiency * per_m2)
+        s.cooling_kwh_m2.append(cool / self.cooling_cop * per_m2)
