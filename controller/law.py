@@ -52,10 +52,6 @@ class Reason(IntFlag):
 _OCCUPIED, _COOL_DOWN, _SETUP, _WARM_UP, _SETBACK, _FREEZE, _UNOCCUPIED, _STANDBY = (
     int(m) for m in Mode
 )
-(
-    _R_SCHEDULE, _R_OCCUPANCY, _R_CO2, _R_COOLING, _R_STANDBY, _R_PURGE, _R_WARM_UP,
-    _R_COOL_DOWN, _R_SETBACK, _R_FREEZE, _R_FAILSAFE, _R_OVERRIDE, _R_AHU_LIMIT,
-) = (int(r) for r in Reason)  # fmt: skip
 
 # ASHRAE Guideline 36 sequences, as in MBL Buildings/Controls/OBC/ASHRAE/G36 [V]:
 STANDBY_AFTER_S = 300.0  # ThermalZones/Setpoints.mo: unpopulated 5 min → occupied-standby
@@ -153,6 +149,13 @@ def initial_state(p: Params) -> ZoneState:
     )
 
 
+PLAUSIBLE_C = 150.0
+
+
+def _plausible_c(t: FloatArray) -> FloatArray:
+    return np.where(np.abs(t) <= PLAUSIBLE_C, t, np.nan)
+
+
 def _clip01(x: FloatArray) -> FloatArray:
     return np.minimum(np.maximum(x, 0.0), 1.0)
 
@@ -160,18 +163,18 @@ def _clip01(x: FloatArray) -> FloatArray:
 def comfort_band(p: Params, t_out_24h_c: FloatArray) -> tuple[FloatArray, FloatArray]:
     """Operative temperature band of each zone's comfort class, (n_zones,) low and high in °C."""
     z = p.zones
-    # A missing 24 h mean reads as 0 °C: the winter end of the adaptive band.
-    mid = adaptive_band_mid_c(np.where(np.isnan(t_out_24h_c), 0.0, t_out_24h_c))
-    low = np.where(z.band_adaptive, mid - z.band_half_width_k, z.band_low_c)
-    high = np.where(z.band_adaptive, mid + z.band_half_width_k, z.band_high_c)
-    return low, high
+    # A missing 24 h mean reads as 0 °C (fmax ignores NaN): the winter end of the adaptive band.
+    mid = z.band_weight * adaptive_band_mid_c(np.fmax(t_out_24h_c, 0.0))
+    return mid + z.band_low_offset_c, mid + z.band_high_offset_c
 
 
 def step(state: ZoneState, u: Inputs, p: Params) -> tuple[ZoneState, Commands]:
     """One control step for all zones and AHUs."""
     z = p.zones
     dt = u.dt_s
-    t = u.t_zone_c
+    # Temperatures no room or air stream can have are missing readings, not numbers to divide.
+    t = _plausible_c(u.t_zone_c)
+    t_supply = _plausible_c(u.t_supply_c)
     t_ok = np.isfinite(t)
     co2_ok = np.isfinite(u.co2_ppm)
     occ_ok = np.isfinite(u.occupancy) & z.use_occupancy
@@ -234,7 +237,7 @@ def step(state: ZoneState, u: Inputs, p: Params) -> tuple[ZoneState, Commands]:
     v_standby = np.maximum(u_co2 * z.airflow_max_m3s, u_purge * v_area / z.ez)
     # VAV cooling: more air when the zone warms towards its cooling setpoint and the supply air
     # can actually cool it.
-    free_cooling = t_ok & (t - u.t_supply_c > FREE_COOLING_MIN_DT_K)  # False if either is NaN
+    free_cooling = t_ok & (t - t_supply > FREE_COOLING_MIN_DT_K)  # False if either is NaN
     u_cool = np.where(
         free_cooling & z.demand_control,
         _clip01((t - (t_cool - COOLING_BAND_K)) / COOLING_BAND_K),
@@ -250,21 +253,21 @@ def step(state: ZoneState, u: Inputs, p: Params) -> tuple[ZoneState, Commands]:
     airflow = np.where(occupied, airflow, np.where(cool, v_cool, 0.0))
     airflow, ahu_airflow, ahu_on, scaled = _ahu_airflow(airflow, p)
 
-    reason = (
-        scheduled * _R_SCHEDULE
-        + (occupied & occ_ok & ~standby) * _R_OCCUPANCY
-        + (occupied & (u_co2 > 0.0)) * _R_CO2
-        + ((occupied | cool) & (u_cool > 0.0)) * _R_COOLING
-        + standby * _R_STANDBY
-        + (standby & (u_purge > 0.0)) * _R_PURGE
-        + warm * _R_WARM_UP
-        + cool * _R_COOL_DOWN
-        + (~use_occ_setpoints) * _R_SETBACK
-        + freeze * _R_FREEZE
-        + (occupied & ~standby & failsafe & z.demand_control) * _R_FAILSAFE
-        + override * _R_OVERRIDE
-        + scaled * _R_AHU_LIMIT
-    ).astype(np.int32)
+    reason = _pack_reasons(
+        scheduled,  # in the order of the Reason bits
+        occupied & occ_ok & ~standby,
+        occupied & (u_co2 > 0.0),
+        (occupied | cool) & (u_cool > 0.0),
+        standby,
+        standby & (u_purge > 0.0),
+        warm,
+        cool,
+        ~use_occ_setpoints,
+        freeze,
+        occupied & ~standby & failsafe & z.demand_control,
+        override,
+        scaled,
+    )
 
     ahu_t_max, ahu_supply = _supply_temperature(
         state.ahu_t_max_c, u, p, t=t, t_cool=t_cool, occupied=occupied
@@ -284,6 +287,13 @@ def step(state: ZoneState, u: Inputs, p: Params) -> tuple[ZoneState, Commands]:
         Commands(mode, t_heat, t_cool, airflow, reason, ahu_on, ahu_airflow, ahu_supply), p
     )
     return new_state, commands
+
+
+def _pack_reasons(*flags: BoolArray) -> npt.NDArray[np.int32]:
+    """Bit i of each zone's reason is flags[i] (one packbits call instead of a sum of 13)."""
+    bits = np.packbits(np.stack(flags), axis=0, bitorder="little").astype(np.int32)  # (2, n)
+    reason: npt.NDArray[np.int32] = bits[0] | (bits[1] << 8)
+    return reason
 
 
 def _supply_temperature(
@@ -311,11 +321,9 @@ def _supply_temperature(
     t_max = t_max + change * (u.dt_s / TR_PERIOD_S)
     t_max = np.minimum(np.maximum(t_max, a.supply_t_min_c), a.supply_t_max_c)
     # Outdoor reset: from T-max at 16 °C outdoor and below to the minimum at 21 °C and above.
-    t_out = np.bincount(z.ahu, weights=u.t_out_c, minlength=a.n) / np.maximum(
-        np.bincount(z.ahu, minlength=a.n), 1
-    )
-    f = _clip01((t_out - OAT_RESET_LOW_C) / (OAT_RESET_HIGH_C - OAT_RESET_LOW_C))
-    f = np.where(np.isnan(f), 0.0, f)
+    t_out = u.t_out_c[a.first_zone]
+    # fmax/fmin drop NaN: an unknown outdoor temperature keeps the warmest supply air.
+    f = np.fmin(np.fmax((t_out - OAT_RESET_LOW_C) / (OAT_RESET_HIGH_C - OAT_RESET_LOW_C), 0.0), 1.0)
     reset = t_max - f * (t_max - a.supply_t_min_c)
     return t_max, np.where(a.supply_reset, reset, a.supply_t_design_c)
 
@@ -374,6 +382,8 @@ def _learn_recovery_rates(
 
 
 _MIN_RATE_K_S = 0.1 / 3600.0  # a zone that barely moves still gets a finite, slow rate
+# No radiator or beam changes a room faster than this: a faster "episode" is a sensor glitch.
+_MAX_RATE_K_S = 20.0 / 3600.0
 
 
 def _episode(
@@ -404,7 +414,8 @@ def _episode(
     keep = (mode == _OCCUPIED) | (mode == _STANDBY) | starting
     aborted = running & ~reached & ~timed_out & (~keep | ~t_ok)
     done = (reached | timed_out) & t_ok
-    sample = np.maximum(np.where(done, progress, 0.0) / np.maximum(elapsed, dt), _MIN_RATE_K_S)
+    sample = np.where(done, progress, 0.0) / np.maximum(elapsed, dt)
+    sample = np.fmin(np.fmax(sample, _MIN_RATE_K_S), _MAX_RATE_K_S)  # NaN → the slow end
     rate = np.where(done, rate + (sample - rate) / OPT_START_DAYS, rate)
     finished = done | aborted | (timed_out & ~t_ok)
     t0 = np.where(finished, np.nan, t0)

@@ -14,6 +14,7 @@ from controller.standards import (
     ADAPTIVE_SLOPE,
     ADAPTIVE_T_OUT_RANGE_C,
     CLASS_DEFAULTS,
+    ClassDefaults,
 )
 from sensors.arrays import BoolArray, FloatArray, IntArray, concat_rows
 
@@ -64,10 +65,11 @@ class ZoneParams:
     heat_hi_c: FloatArray
     cool_lo_c: FloatArray  # cooling setpoint limits
     cool_hi_c: FloatArray
-    band_adaptive: BoolArray  # Finnish classes: band follows the 24 h mean outdoor temperature
-    band_low_c: FloatArray  # fixed band (EN 16798-1 categories, S3)
-    band_high_c: FloatArray
-    band_half_width_k: FloatArray  # adaptive band half width
+    # Comfort band = band_weight·mid(T_out,24h) + offset: weight 1 and offsets ∓ half width for the
+    # adaptive Finnish classes, weight 0 and the fixed limits for EN 16798-1 categories and S3.
+    band_weight: FloatArray
+    band_low_offset_c: FloatArray
+    band_high_offset_c: FloatArray
     unocc_heat_c: FloatArray
     unocc_cool_c: FloatArray
     standby_relax_k: FloatArray
@@ -93,6 +95,7 @@ class AhuParams:
     supply_t_max_c: FloatArray
     supply_t_design_c: FloatArray
     supply_reset: BoolArray
+    first_zone: IntArray  # a zone of the AHU: its outdoor temperature is the AHU's
 
     @property
     def n(self) -> int:
@@ -134,10 +137,9 @@ def compile_params(site: Site, strategy: Strategy = Strategy.ILMA) -> Params:
         heat_hi_c=col([r.zone.heating_setpoint_limits_c[1] for r in rz]),
         cool_lo_c=col([r.zone.cooling_setpoint_limits_c[0] for r in rz]),
         cool_hi_c=col([r.zone.cooling_setpoint_limits_c[1] for r in rz]),
-        band_adaptive=np.array([c.adaptive_half_width_k is not None for c in classes]),
-        band_low_c=col([c.t_low_c if c.t_low_c is not None else np.nan for c in classes]),
-        band_high_c=col([c.t_high_c if c.t_high_c is not None else np.nan for c in classes]),
-        band_half_width_k=col([c.adaptive_half_width_k or 0.0 for c in classes]),
+        band_weight=col([1.0 if c.adaptive_half_width_k is not None else 0.0 for c in classes]),
+        band_low_offset_c=col([_band_offset(c, low=True) for c in classes]),
+        band_high_offset_c=col([_band_offset(c, low=False) for c in classes]),
         unocc_heat_c=col([site.site.unoccupied_heating_c] * n),
         unocc_cool_c=col([site.site.unoccupied_cooling_c] * n),
         standby_relax_k=col([site.site.standby_relax_k] * n),
@@ -155,6 +157,10 @@ def compile_params(site: Site, strategy: Strategy = Strategy.ILMA) -> Params:
         supply_t_max_c=col([a.supply_t_max_c for a in site.ahu]),
         supply_t_design_c=col([a.supply_t_design_c for a in site.ahu]),
         supply_reset=np.full(len(site.ahu), flags.supply_reset, dtype=np.bool_),
+        first_zone=np.array(
+            [next((i for i, r in enumerate(rz) if r.zone.ahu == a.name), 0) for a in site.ahu],
+            dtype=np.int64,
+        ),
     )
     return Params(zones, ahus)
 
@@ -165,11 +171,20 @@ def stack_params(lanes: Sequence[Params]) -> Params:
     Several controllers (or seeds) of one small building then cost one set of numpy calls per
     step instead of one per lane.
     """
-    offsets = np.cumsum([0] + [p.ahus.n for p in lanes[:-1]]).tolist()
+    ahu_offsets = np.cumsum([0] + [p.ahus.n for p in lanes[:-1]]).tolist()
+    zone_offsets = np.cumsum([0] + [p.zones.n for p in lanes[:-1]]).tolist()
     return Params(
-        zones=concat_rows([p.zones for p in lanes], shift={"ahu": offsets}),
-        ahus=concat_rows([p.ahus for p in lanes]),
+        zones=concat_rows([p.zones for p in lanes], shift={"ahu": ahu_offsets}),
+        ahus=concat_rows([p.ahus for p in lanes], shift={"first_zone": zone_offsets}),
     )
+
+
+def _band_offset(c: ClassDefaults, *, low: bool) -> float:
+    if c.adaptive_half_width_k is not None:
+        return -c.adaptive_half_width_k if low else c.adaptive_half_width_k
+    limit = c.t_low_c if low else c.t_high_c
+    assert limit is not None  # noqa: S101  (a class has either a fixed or an adaptive band)
+    return limit
 
 
 def adaptive_band_mid_c(t_out_24h_c: FloatArray) -> FloatArray:

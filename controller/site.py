@@ -188,7 +188,7 @@ class SiteInfo(_Model):
     def _known_timezone(cls, v: str) -> str:
         try:
             ZoneInfo(v)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
+        except (ZoneInfoNotFoundError, ValueError, OSError) as exc:  # "Europe" is a directory
             raise ValueError(f"unknown time zone {v!r}; expected e.g. 'Europe/Helsinki'") from exc
         return v
 
@@ -298,14 +298,22 @@ class Zone(_Model):
     has_people_counter: bool = True
     has_co2_sensor: bool = True
 
+    @field_validator("heating_setpoint_limits_c", "cooling_setpoint_limits_c")
+    @classmethod
+    def _ordered_limits(cls, v: Limits) -> Limits:
+        if not v[0] < v[1]:
+            raise ValueError(f"expected [low, high] with low < high, got [{v[0]}, {v[1]}]")
+        return v
+
+    @field_validator("occupied_hours")
+    @classmethod
+    def _one_per_day(cls, v: tuple[Hours, ...] | None) -> tuple[Hours, ...] | None:
+        if v is not None:
+            _one_interval_per_day(v)
+        return v
+
     @model_validator(mode="after")
     def _consistent(self) -> Zone:
-        for key in ("heating_setpoint_limits_c", "cooling_setpoint_limits_c"):
-            lo, hi = getattr(self, key)
-            if not lo < hi:
-                raise ValueError(f"{key}: expected [low, high] with low < high, got [{lo}, {hi}]")
-        if self.occupied_hours is not None:
-            _one_interval_per_day(self.occupied_hours)
         if (self.window_m2 > 0 or self.exterior_wall_m2 > 0) and self.facade is None:
             raise ValueError("a zone with exterior wall or windows needs facade = N, E, S or W")
         if self.airflow_max_m3s is not None and self.airflow_min_m3s > self.airflow_max_m3s:
@@ -320,15 +328,19 @@ class Zone(_Model):
 _NOT_DEFAULTABLE = {"name", "area_m2"}
 
 
-def _optional(annotation: Any) -> Any:  # noqa: ANN401  (a type built at run time)
-    return annotation | None
+def _optional(name: str) -> Any:  # noqa: ANN401  (a type built at run time)
+    """Zone field `name` as optional, keeping its range limits and validators."""
+    f = Zone.model_fields[name]
+    annotation: Any = f.annotation
+    optional = annotation | None
+    return Annotated[optional, *f.metadata] if f.metadata else optional
 
 
 ZoneDefaults = create_model(  # type: ignore[call-overload]
     "ZoneDefaults",
     __config__=ConfigDict(extra="forbid", frozen=True),
     **{
-        name: (_optional(f.annotation), Field(None, description=f.description))
+        name: (_optional(name), Field(None, description=f.description))
         for name, f in Zone.model_fields.items()
         if name not in _NOT_DEFAULTABLE
     },
@@ -421,7 +433,7 @@ def resolve_zone(z: Zone, site: SiteInfo) -> ResolvedZone:
     # DESIGN_CO2_MARGIN_PPM below the limit (steady state C = C_out + 1e6·n·G/Q, domain.md §3).
     headroom = co2_limit - DESIGN_CO2_MARGIN_PPM - site.co2_outdoor_ppm
     q_co2 = 1e6 * n * g_ls / 1000.0 / headroom if headroom > 0 else math.inf
-    design = z.design_airflow_m3s or max(vbz / z.ez, min(q_co2, 4 * vbz / z.ez))
+    design = z.design_airflow_m3s or max(vbz / z.ez, q_co2)
     airflow_max = z.airflow_max_m3s or design
     return ResolvedZone(
         zone=z,
@@ -467,9 +479,28 @@ def parse_site(raw: Mapping[str, Any], source: str = "<site>") -> Site:
     except ValidationError as exc:
         problems = _pydantic_problems(exc, doc, from_defaults, source) + problems
         raise ConfigError(problems) from None
+    problems += _feasibility(site, doc, source)
     if problems:
         raise ConfigError(problems)
     return site
+
+
+def _feasibility(site: Site, doc: Mapping[str, Any], source: str) -> list[ConfigProblem]:
+    """Values that are each valid but cannot work together once defaults are resolved."""
+    problems = []
+    for i, r in enumerate(site.resolved):
+        if r.design_airflow_m3s == math.inf:
+            problems.append(
+                ConfigProblem(
+                    source,
+                    _zone_loc(doc, ("zone", i, "co2_limit_ppm")),
+                    f"a CO2 limit of {r.co2_limit_ppm:.0f} ppm leaves less than "
+                    f"{DESIGN_CO2_MARGIN_PPM:.0f} ppm above outdoor air "
+                    f"({site.site.co2_outdoor_ppm:.0f} ppm): no airflow can meet it; raise the "
+                    "limit or set design_airflow_m3s",
+                )
+            )
+    return problems
 
 
 def _apply_zone_defaults(raw: Mapping[str, Any]) -> tuple[dict[str, Any], set[tuple[int, str]]]:
@@ -498,10 +529,12 @@ def _cross_check(doc: Mapping[str, Any], source: str) -> list[ConfigProblem]:
     site: Mapping[str, Any] = raw_site if isinstance(raw_site, Mapping) else {}
     ahu_names = [a.get("name") for a in ahus if isinstance(a, Mapping)]
     for kind, items in (("ahu", ahus), ("zone", zones)):
-        seen: dict[object, int] = {}
+        seen: dict[str, int] = {}
         for i, item in enumerate(items):
             name = item.get("name") if isinstance(item, Mapping) else None
-            if isinstance(name, str) and name in seen:
+            if not isinstance(name, str):
+                continue  # a missing or non-string name is reported by the model
+            if name in seen:
                 problems.append(
                     ConfigProblem(
                         source,
@@ -565,7 +598,12 @@ def _pydantic_problems(
     problems: list[ConfigProblem] = []
     errors = exc.errors(include_url=False)
     failed_items = {tuple(e["loc"][:1]) for e in errors if len(e["loc"]) > 1}
-    seen_default_keys: set[str] = set()
+    # A bad [zone_defaults] value is reported once, where it is written; the zones that inherit
+    # it fail with it and are not reported again.
+    seen_default_keys = {
+        str(e["loc"][1]) for e in errors if len(e["loc"]) >= 2 and e["loc"][0] == "zone_defaults"
+    }
+    reported_defaults: set[str] = set()
     for err in errors:
         loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and "[" in p))
         if err["type"] == "too_short" and loc in failed_items:
@@ -576,6 +614,10 @@ def _pydantic_problems(
                 continue
             seen_default_keys.add(str(loc[2]))
             loc = ("zone_defaults", *loc[2:])
+        elif len(loc) >= 2 and loc[0] == "zone_defaults" and str(loc[1]) in reported_defaults:
+            continue
+        if loc[:1] == ("zone_defaults",):
+            reported_defaults.add(str(loc[1]) if len(loc) > 1 else "")
         msg = err["msg"]
         if err["type"] == "string_pattern_mismatch" and NAME_PATTERN in msg:
             msg = (

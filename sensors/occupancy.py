@@ -26,16 +26,23 @@ GHOST_MAX_FRACTION = 0.5  # ... more in a busy room: missed OUTs add up over a d
 # Self-calibration of the CO2 reference, as NDIR sensors' ABC/ASC do (domain.md §3): the lowest
 # filtered reading is outdoor air as this sensor sees it, so its offset cancels out of the mass
 # balance. The reference may creep up this fast to follow drift, and stays this close to outdoor.
-BASELINE_RISE_PPM_PER_DAY = 10.0
-BASELINE_MAX_OFFSET_PPM = 100.0
+# It starts at the outdoor value (so a room that is full when the estimator starts reads full)
+# and is held within a plausible sensor offset of the slowly averaged outdoor value: NDIR sensors
+# are specified to ±(30 ppm + 3 %) (SCD30, domain.md §3).
+BASELINE_RISE_PPM_PER_DAY = 20.0
+BASELINE_MAX_OFFSET_PPM = 60.0
+OUTDOOR_REFERENCE_TAU_S = 86400.0
+# Inputs beyond these are faults, treated as missing before they can poison a filter.
+MAX_PLAUSIBLE_PPM = 1e5
+MAX_PLAUSIBLE_AIRFLOW_M3S = 1e3
+MAX_PLAUSIBLE_REGISTER = 1e12
 RESET_KEEPS_COUNT_IF_ENTRY_WITHIN_S = 1800.0
 # CO2 can only refute a count it could see: the excess those people would cause at the current
 # airflow, 1e6·G·n/Q, must stand clear of sensor offsets and outdoor swings (tens of ppm). Two
 # people in a well-ventilated open office raise CO2 by ~30 ppm: CO2 cannot tell them from none.
 CO2_DETECTABLE_PPM = 60.0
 # Where CO2 cannot decide, the field rule (raum-tracker notes, domain.md §4): nobody came in for
-# 30 min, at least 2 went out, and a small count remains: those are ghosts. Exits are counted over
-# a sliding exponential window of 30 min.
+# 30 min, at least 2 went out in that time, and a small count remains: those are ghosts.
 FIELD_RULE_WINDOW_S = 1800.0
 FIELD_RULE_MIN_EXITS = 2.0
 SCALE_LEARN_STEADY_S = 1200.0  # learn the counter's undercount when the count held 20 min
@@ -96,11 +103,13 @@ class EstimatorState:
     last_out: FloatArray
     count: FloatArray  # corrected counter occupancy
     since_entry_s: FloatArray  # since the counter last saw somebody enter
-    recent_exits: FloatArray  # OUT events over the last ~30 min (exponential window)
+    exits_since_entry: FloatArray  # OUT events since the counter last saw an entry
+    since_exit_s: FloatArray  # since the counter last saw somebody leave
     steady_s: FloatArray  # since the count last changed
     scale: FloatArray  # counter undercount factor learned from CO2
     co2_f: FloatArray  # low-passed CO2
     co2_base: FloatArray  # self-calibrated outdoor reference of this sensor
+    outdoor_ref: FloatArray  # outdoor CO2 averaged over a day
     dco2_ppm_s: FloatArray  # low-passed dC/dt
     n_co2: FloatArray  # smoothed mass-balance estimate
     co2_age_s: FloatArray  # since the last valid CO2 reading
@@ -118,11 +127,13 @@ def initial_estimator_state(n: int) -> EstimatorState:
         last_out=nan.copy(),
         count=zero.copy(),
         since_entry_s=np.full(n, np.inf),
-        recent_exits=zero.copy(),
+        exits_since_entry=zero.copy(),
+        since_exit_s=np.full(n, np.inf),
         steady_s=zero.copy(),
         scale=np.ones(n),
         co2_f=nan.copy(),
         co2_base=nan.copy(),
+        outdoor_ref=nan.copy(),
         dco2_ppm_s=zero.copy(),
         n_co2=zero.copy(),
         co2_age_s=np.full(n, np.inf),
@@ -132,41 +143,65 @@ def initial_estimator_state(n: int) -> EstimatorState:
     )
 
 
+def _within(x: FloatArray, lo: float, hi: float) -> FloatArray:
+    """x where lo <= x <= hi, NaN elsewhere (non-finite values included)."""
+    return np.where((x >= lo) & (x <= hi), x, np.nan)
+
+
 def estimate(
     s: EstimatorState, o: Observation, p: EstimatorParams
 ) -> tuple[EstimatorState, Estimate]:
     """One estimation step for all zones."""
     dt = o.dt_s
+    counter_in = _within(o.counter_in, 0.0, MAX_PLAUSIBLE_REGISTER)
+    counter_out = _within(o.counter_out, 0.0, MAX_PLAUSIBLE_REGISTER)
+    co2_ppm = _within(o.co2_ppm, 0.0, MAX_PLAUSIBLE_PPM)
+    co2_out_ppm = _within(o.co2_out_ppm, 0.0, MAX_PLAUSIBLE_PPM)
+    airflow = np.where(
+        _within(o.airflow_m3s, 0.0, MAX_PLAUSIBLE_AIRFLOW_M3S) > 0.0, o.airflow_m3s, 0.0
+    )
     # --- counter: IN − OUT + offset, never negative, continuous across device resets ---
-    c_ok = p.has_counter & np.isfinite(o.counter_in) & np.isfinite(o.counter_out)
-    raw = np.where(c_ok, o.counter_in - o.counter_out, 0.0)
+    c_ok = p.has_counter & np.isfinite(counter_in) & np.isfinite(counter_out)
+    raw = np.where(c_ok, counter_in - counter_out, 0.0)
     seen = c_ok & np.isfinite(s.last_in)
-    reset = seen & ((o.counter_in < s.last_in) | (o.counter_out < s.last_out))
-    entered = np.where(seen & ~reset, o.counter_in - s.last_in, 0.0)
-    exited = np.where(seen & ~reset, o.counter_out - s.last_out, 0.0)
-    recent_exits = s.recent_exits * np.exp(-dt / FIELD_RULE_WINDOW_S) + exited
+    reset = seen & ((counter_in < s.last_in) | (counter_out < s.last_out))
+    # Registers restart from 0 at a reset: what they hold then happened since the reset.
+    entered = np.where(seen, np.where(reset, counter_in, counter_in - s.last_in), 0.0)
+    exited = np.where(seen, np.where(reset, counter_out, counter_out - s.last_out), 0.0)
     since_entry_s = np.where(entered > 0.0, 0.0, s.since_entry_s + dt)
-    # A nightly device reset is the field practice's daily zeroing, unless people just came in.
-    carry = np.where(since_entry_s < RESET_KEEPS_COUNT_IF_ENTRY_WITHIN_S, s.count, 0.0)
-    offset = np.where(reset | (c_ok & ~seen), carry - raw, s.offset)
+    since_exit_s = np.where(exited > 0.0, 0.0, s.since_exit_s + dt)
+    exits_since_entry = np.where(entered > 0.0, 0.0, s.exits_since_entry) + exited
+    # A nightly device reset is the field practice's daily zeroing, unless people just came in
+    # (the entries since the reset itself excluded: they are counted in the registers).
+    recent_entry = (s.since_entry_s + dt) < RESET_KEEPS_COUNT_IF_ENTRY_WITHIN_S
+    carry = np.where(recent_entry, s.count, 0.0)
+    # First reading: the registers' history is unknown, start from the current estimate.
+    offset = np.where(reset, carry, np.where(c_ok & ~seen, s.count - raw, s.offset))
     count = raw + offset
     offset = np.where(count < 0.0, offset - count, offset)  # missed INs cannot make people < 0
     count = np.where(c_ok, np.maximum(count, 0.0), s.count)
     steady_s = np.where(count != s.count, 0.0, s.steady_s + dt)
 
     # --- CO2 mass balance on low-passed CO2 ---
-    q_ok = p.has_co2 & np.isfinite(o.co2_ppm) & np.isfinite(o.co2_out_ppm)
+    q_ok = p.has_co2 & np.isfinite(co2_ppm) & np.isfinite(co2_out_ppm)
     alpha = -np.expm1(-dt / CO2_FILTER_S)
     had_f = np.isfinite(s.co2_f)
-    co2_f = np.where(had_f, s.co2_f + alpha * (o.co2_ppm - s.co2_f), o.co2_ppm)
+    co2_f = np.where(had_f, s.co2_f + alpha * (co2_ppm - s.co2_f), co2_ppm)
     co2_f = np.where(q_ok, co2_f, s.co2_f)
     d_raw = np.where(q_ok & had_f, (co2_f - s.co2_f) / dt, 0.0)
     dco2 = np.where(q_ok, s.dco2_ppm_s + alpha * (d_raw - s.dco2_ppm_s), s.dco2_ppm_s)
-    q = np.nan_to_num(np.maximum(o.airflow_m3s, 0.0)) + p.infiltration_m3s
-    co2_out = np.where(q_ok, o.co2_out_ppm, 0.0)
+    q = airflow + p.infiltration_m3s
+    out_ref = np.where(
+        np.isfinite(s.outdoor_ref),
+        s.outdoor_ref + -np.expm1(-dt / OUTDOOR_REFERENCE_TAU_S) * (co2_out_ppm - s.outdoor_ref),
+        co2_out_ppm,
+    )
+    out_ref = np.where(q_ok, out_ref, s.outdoor_ref)
     rise = BASELINE_RISE_PPM_PER_DAY * dt / 86400.0
-    base = np.fmin(s.co2_base + rise, co2_f)  # fmin: a NaN (first reading) takes the other
-    base = np.clip(base, co2_out - BASELINE_MAX_OFFSET_PPM, co2_out + BASELINE_MAX_OFFSET_PPM)
+    base = np.fmin(np.where(np.isfinite(s.co2_base), s.co2_base + rise, out_ref), co2_f)
+    base = np.minimum(
+        np.maximum(base, out_ref - BASELINE_MAX_OFFSET_PPM), out_ref + BASELINE_MAX_OFFSET_PPM
+    )
     base = np.where(q_ok, base, s.co2_base)
     excess = np.where(q_ok, co2_f - base, 0.0)
     n_raw = (p.volume_m3 * dco2 + q * excess) / (1e6 * p.co2_gen_m3s)
@@ -188,8 +223,13 @@ def estimate(
     visible = 1e6 * p.co2_gen_m3s * count / q >= CO2_DETECTABLE_PPM
     co2_decides = have_co2 & visible
     co2_says_empty = empty_s >= GHOST_CLEAR_AFTER_S
-    field_rule = (recent_exits >= FIELD_RULE_MIN_EXITS) & (count <= GHOST_MAX_PERSONS)
-    ghosts = small & quiet & np.where(co2_decides, co2_says_empty, field_rule)
+    field_rule = (
+        (since_entry_s >= FIELD_RULE_WINDOW_S)
+        & (exits_since_entry >= FIELD_RULE_MIN_EXITS)
+        & (since_exit_s <= FIELD_RULE_WINDOW_S)
+        & (count <= GHOST_MAX_PERSONS)
+    )
+    ghosts = small & np.where(co2_decides, quiet & co2_says_empty, field_rule)
     offset = np.where(ghosts, offset - count, offset)
     count = np.where(ghosts, 0.0, count)
     learn = (
@@ -198,7 +238,9 @@ def estimate(
         & (count >= SCALE_LEARN_MIN_PERSONS)
         & (n_co2 >= SCALE_LEARN_MIN_PERSONS)
     )
-    ratio = np.clip(n_co2_pos / np.maximum(count, 1.0), *SCALE_RANGE)
+    ratio = np.minimum(
+        np.maximum(n_co2_pos / np.maximum(count, 1.0), SCALE_RANGE[0]), SCALE_RANGE[1]
+    )
     scale = np.where(learn, s.scale + -np.expm1(-dt / SCALE_TAU_S) * (ratio - s.scale), s.scale)
     sees_people = n_co2 >= np.maximum(
         DISTRUST_MIN_PERSONS, DISTRUST_MIN_FRACTION * p.design_occupancy
@@ -224,15 +266,17 @@ def estimate(
     )
     new_state = EstimatorState(
         offset=offset,
-        last_in=np.where(c_ok, o.counter_in, s.last_in),
-        last_out=np.where(c_ok, o.counter_out, s.last_out),
+        last_in=np.where(c_ok, counter_in, s.last_in),
+        last_out=np.where(c_ok, counter_out, s.last_out),
         count=count,
         since_entry_s=since_entry_s,
-        recent_exits=recent_exits,
+        exits_since_entry=exits_since_entry,
+        since_exit_s=since_exit_s,
         steady_s=steady_s,
         scale=scale,
         co2_f=co2_f,
         co2_base=base,
+        outdoor_ref=out_ref,
         dco2_ppm_s=dco2,
         n_co2=n_co2,
         co2_age_s=co2_age_s,

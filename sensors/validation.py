@@ -74,14 +74,18 @@ def check(
     stale = present & (age_s > p.stale_after_s)
     out_of_range = present & ~stale & ((value < p.lo) | (value > p.hi))
     same = present & (value == state.last_value)
-    unchanged_s = np.where(same, state.unchanged_s + dt_s, 0.0)
+    # A gap (missing reading) does not end a stuck episode: a frozen sensor on a flaky link is
+    # still frozen.
+    unchanged_s = np.where(same | missing, state.unchanged_s + dt_s, 0.0)
     stuck = same & (unchanged_s >= p.stuck_after_s)
     candidate = present & ~stale & ~out_of_range & ~stuck
     have_good = np.isfinite(state.last_good)
     limit = p.max_rate_per_s * (state.good_age_s + dt_s)
-    jump = candidate & have_good & (np.abs(value - state.last_good) > limit)
+    with np.errstate(over="ignore", invalid="ignore"):  # ±1e308 readings: inf differences
+        change = np.abs(value - state.last_good)
+        agree = np.abs(value - state.last_value) <= p.max_rate_per_s * dt_s
+    jump = candidate & have_good & (change > limit)
     # Consecutive rejected readings that agree with each other are a real change.
-    agree = np.abs(value - state.last_value) <= p.max_rate_per_s * dt_s
     rejected = np.where(jump, np.where(agree, state.rejected + 1, 1), 0).astype(np.int32)
     spike = jump & (rejected < SPIKE_CONFIRM_READINGS)
     good = candidate & ~spike

@@ -103,3 +103,23 @@ def build_plant(site: Site, seed: int, *, mismatch: bool = True) -> tuple[ZonePl
         cooling_cop=np.full(len(site.ahu), site.energy.cooling_cop),
     )
     return zones, ahus
+
+
+def replicate(site: Site, n_zones: int) -> Site:
+    """A site of exactly n_zones built from copies of `site`'s zones and AHUs (for benchmarks).
+
+    Copy k of zone "x" is named "x-k" and served by copy k of its AHU, so every copy is a
+    complete building of its own.
+    """
+    from controller.site import parse_site  # noqa: PLC0415  (site → sim import at call time only)
+
+    base = site.model_dump(mode="json", exclude_none=True)
+    zones, ahus = [], []
+    copies = -(-n_zones // len(site.zone))
+    for k in range(copies):
+        ahus += [{**a, "name": f"{a['name']}-{k}"} for a in base["ahu"]]
+        zones += [{**z, "name": f"{z['name']}-{k}", "ahu": f"{z['ahu']}-{k}"} for z in base["zone"]]
+    used = {z["ahu"] for z in zones[:n_zones]}
+    doc = {**base, "ahu": [a for a in ahus if a["name"] in used], "zone": zones[:n_zones]}
+    doc.pop("zone_defaults", None)
+    return parse_site(doc, source=f"{site.site.name} × {n_zones} zones")

@@ -81,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--weather", type=Path, help="EnergyPlus EPW file (default: synthetic Helsinki)"
     )
+    run.add_argument(
+        "--weather-seed", type=int, default=1, help="seed of the synthetic weather year (default 1)"
+    )
     run.add_argument("--dt", type=int, default=60, help="step, seconds (default 60)")
     run.add_argument("--warmup-days", type=int, default=3)
     run.add_argument("--zones", help="zones to record and plot, comma-separated")
@@ -117,6 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         dt_s=args.dt,
         warmup_days=args.warmup_days,
         weather=weather,
+        weather_seed=args.weather_seed,
         record_zones=zones,
         record_every_s=max(record_every, args.dt),
         sensor_faults=not args.perfect_sensors,
@@ -132,7 +136,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "dt_s": args.dt,
         "controllers": [c.value for c in args.controllers],
         "seeds": list(args.seed),
-        "weather": str(args.weather) if args.weather else "synthetic Helsinki (seed of the run)",
+        "weather": str(args.weather)
+        if args.weather
+        else f"synthetic Helsinki, seed {args.weather_seed}",
         "sensor_faults": not args.perfect_sensors,
         "recorded_zones": list(zones),
         "wall_time_s": round(wall, 3),

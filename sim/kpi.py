@@ -69,8 +69,8 @@ class KpiAccumulator:
         """Add one step. `people` is the true occupancy; temperatures are step means."""
         h = dt_s / 3600.0
         present = people > 0.0
+        settled = present & (self.present_s >= COMFORT_DWELL_S)  # there 15 min when it began
         self.present_s = np.where(present, self.present_s + dt_s, 0.0)
-        settled = self.present_s >= COMFORT_DWELL_S
         low = np.where(settled, band_low_c, UNOCCUPIED_LOW_C)
         high = np.where(settled, band_high_c, UNOCCUPIED_HIGH_C)
         dev = np.maximum(low - t_op_c, 0.0) + np.maximum(t_op_c - high, 0.0)

@@ -12,11 +12,15 @@ fan power P = P_design·(Q/Q_design)^n.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit
 
 from sensors.arrays import BoolArray, FloatArray, IntArray
+
+F = FloatArray  # short for the kernel's long signature
 
 RHO_CP_J_M3K = 1.2 * 1005.0  # air density × specific heat at ~20 °C (ISO 13790 uses 1200 J/m³K)
 H_IS_W_M2K = 3.45  # ISO 13790 §7.2.2.2: air-surface heat transfer coefficient
@@ -95,7 +99,8 @@ class Flows:
 
     zone_heating_w: FloatArray
     zone_cooling_w: FloatArray
-    gains_w: FloatArray  # people, equipment and sun
+    gains_w: FloatArray  # people, equipment and sun that enter the zone (ISO 13790 lets the
+    # radiative share H_tr,w/(h_ms·A_t) of them leave through the windows at once)
     ventilation_w: FloatArray  # H_ve·(θ_sup − θ_air): what supply air and infiltration bring
     transmission_w: FloatArray  # through windows and the opaque envelope
     ahu_airflow_m3s: FloatArray
@@ -120,119 +125,143 @@ def operative_c(s: PlantState) -> FloatArray:
     return OP_AIR * s.theta_air_c + (1.0 - OP_AIR) * s.theta_s_c
 
 
-def ahu_step(
-    zone_airflow: FloatArray, theta_air: FloatArray, zp: ZonePlant, ap: AhuPlant, d: Drive
-) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray, FloatArray, FloatArray]:
-    """Supply air of every AHU for the step.
-
-    Returns (airflow, supply temperature, fan power, heating coil, cooling coil, heat recovered),
-    each (n_ahus,), powers in W.
-    """
-    n_ahu = ap.design_airflow_m3s.shape[0]
-    q = np.bincount(zp.ahu, weights=zone_airflow, minlength=n_ahu).astype(np.float64, copy=False)
-    on = q > 0.0
-    q_safe = np.where(on, q, 1.0)
-    t_extract = np.bincount(zp.ahu, weights=zone_airflow * theta_air, minlength=n_ahu) / q_safe
-    fan_w = np.where(
-        on, ap.fan_power_design_w * (q / ap.design_airflow_m3s) ** ap.fan_exponent, 0.0
-    )
-    m_cp = RHO_CP_J_M3K * q_safe
-    fan_rise = SUPPLY_FAN_SHARE * fan_w / m_cp
-    target = d.ahu_supply_c - fan_rise  # what the coils must deliver before the supply fan
-    t_out = d.ahu_t_out_c
-    t_hr_full = t_out + ap.hr_effectiveness * (t_extract - t_out)
-    # Heat recovery with bypass: as close to the target as the exchanger allows, never beyond.
-    t_hr = np.clip(target, np.minimum(t_out, t_hr_full), np.maximum(t_out, t_hr_full))
-    heat_w = np.where(on, m_cp * np.maximum(target - t_hr, 0.0), 0.0)
-    cool_w = np.where(on & ap.has_cooling, m_cp * np.maximum(t_hr - target, 0.0), 0.0)
-    t_coil = np.where(ap.has_cooling, target, np.maximum(target, t_hr))
-    supply = np.where(on, t_coil + fan_rise, d.ahu_supply_c)
-    hr_w = np.where(on, m_cp * (t_hr - t_out), 0.0)
-    return q, supply, fan_w, heat_w, cool_w, hr_w
-
-
 def step(
     s: PlantState, d: Drive, zp: ZonePlant, ap: AhuPlant, dt_s: float
 ) -> tuple[PlantState, Flows]:
     """Advance every zone and AHU by one step of dt_s seconds with constant inputs."""
-    q_zone = np.maximum(d.airflow_m3s, 0.0)
-    q_ahu, t_sup_ahu, fan_w, coil_h, coil_c, hr_w = ahu_step(q_zone, s.theta_air_c, zp, ap, d)
-    t_sup = t_sup_ahu[zp.ahu]
-    t_e = d.t_out_c
+    out = _step_kernel(
+        float(dt_s), s.theta_m_c, s.theta_air_c, s.co2_ppm,
+        d.t_out_c, d.solar_wm2, d.co2_out_ppm, d.people, d.equipment_on, d.airflow_m3s,
+        d.t_heat_c, d.t_cool_c, d.ahu_supply_c, d.ahu_t_out_c,
+        zp.area_m2, zp.volume_m3, zp.c_m_j_k, zp.h_tr_w, zp.h_tr_em, zp.h_tr_ms, zp.h_tr_is,
+        zp.a_m_over_a_t, zp.h_win_over_h_ms_a_t, zp.solar_aperture_m2, zp.infiltration_m3s,
+        zp.co2_gen_m3s, zp.sensible_w_per_person, zp.equipment_w_m2, zp.heat_cap_w,
+        zp.cool_cap_w, zp.ahu,
+        ap.design_airflow_m3s, ap.fan_power_design_w, ap.fan_exponent, ap.hr_effectiveness,
+        ap.has_cooling,
+    )  # fmt: skip
+    return PlantState(*out[:4]), Flows(*out[4:])
 
-    # Ventilation: supply air and infiltration mixed into one equivalent supply temperature.
-    q_total = q_zone + zp.infiltration_m3s
-    h_ve = RHO_CP_J_M3K * q_total
-    theta_sup = (q_zone * t_sup + zp.infiltration_m3s * t_e) / q_total
 
-    # Gains split over the nodes (ISO 13790 eqs. C.1-C.3).
-    phi_int = (
-        zp.sensible_w_per_person * np.maximum(d.people, 0.0)
-        + zp.equipment_w_m2 * zp.area_m2 * d.equipment_on
-    )
-    phi_sol = zp.solar_aperture_m2 * d.solar_wm2
-    phi_ia = PEOPLE_CONVECTIVE * phi_int
-    rest = (1.0 - PEOPLE_CONVECTIVE) * phi_int + phi_sol
-    phi_m = zp.a_m_over_a_t * rest
-    phi_st = (1.0 - zp.a_m_over_a_t - zp.h_win_over_h_ms_a_t) * rest
+# The kernel below is the model: one pass over AHUs' zones to sum their airflow, one per AHU,
+# one per zone. numba compiles it to a fused loop; with NUMBA_DISABLE_JIT=1 it runs as Python.
+@njit(cache=True)
+def _step_kernel(  # noqa: PLR0917  (the plant's state, drive and constants, flat for numba)
+    dt: float, theta_m0: F, theta_air_prev: F, co2_0: F,
+    t_out: F, solar: F, co2_out: F, people: F, equipment_on: F, airflow: F, t_heat: F,
+    t_cool: F, ahu_supply_set: F, ahu_t_out: F,
+    area: F, volume: F, c_m: F, h_tr_w: F, h_tr_em: F, h_tr_ms: F, h_tr_is: F, am_at: F,
+    hw_hms_at: F, aperture: F, infiltration: F, co2_gen: F, sensible_pp: F, equipment_w_m2: F,
+    heat_cap: F, cool_cap: F, ahu: IntArray,
+    a_design: F, a_fan_design: F, a_exponent: F, a_effectiveness: F, a_has_cooling: BoolArray,
+) -> tuple[F, F, F, F, F, F, F, F, F, F, F, F, F, F, F]:  # fmt: skip
+    n = area.shape[0]
+    na = a_design.shape[0]
+    q_ahu = np.zeros(na)
+    q_t_ahu = np.zeros(na)
+    for i in range(n):
+        q = max(airflow[i], 0.0)
+        q_ahu[ahu[i]] += q
+        q_t_ahu[ahu[i]] += q * theta_air_prev[i]
 
-    # ISO 13790 eqs. C.4-C.10 with C_m/3600 generalized to C_m/dt.
-    h_tr_1 = 1.0 / (1.0 / h_ve + 1.0 / zp.h_tr_is)
-    h_tr_2 = h_tr_1 + zp.h_tr_w
-    h_tr_3 = 1.0 / (1.0 / h_tr_2 + 1.0 / zp.h_tr_ms)
-    c_dt = zp.c_m_j_k / dt_s
-    half = 0.5 * (h_tr_3 + zp.h_tr_em)
-    theta_m0 = s.theta_m_c
-    base_m_tot = phi_m + zp.h_tr_em * t_e + h_tr_3 * (phi_st + zp.h_tr_w * t_e) / h_tr_2
-    sum_s = zp.h_tr_ms + zp.h_tr_w + h_tr_1
-    denom_air = zp.h_tr_is + h_ve
+    # --- AHUs: heat recovery with bypass, coils, supply fan heat, fan power law ---
+    supply = np.empty(na)
+    fan_w = np.zeros(na)
+    coil_heat = np.zeros(na)
+    coil_cool = np.zeros(na)
+    hr_w = np.zeros(na)
+    for j in range(na):
+        q = q_ahu[j]
+        if q <= 0.0:
+            supply[j] = ahu_supply_set[j]
+            continue
+        t_extract = q_t_ahu[j] / q
+        fan_w[j] = a_fan_design[j] * (q / a_design[j]) ** a_exponent[j]
+        m_cp = RHO_CP_J_M3K * q
+        fan_rise = SUPPLY_FAN_SHARE * fan_w[j] / m_cp
+        target = ahu_supply_set[j] - fan_rise  # what the coils must deliver before the fan
+        te = ahu_t_out[j]
+        t_hr_full = te + a_effectiveness[j] * (t_extract - te)
+        # As close to the target as the exchanger allows, never beyond: bypass the rest.
+        t_hr = min(max(target, min(te, t_hr_full)), max(te, t_hr_full))
+        coil_heat[j] = m_cp * max(target - t_hr, 0.0)
+        if a_has_cooling[j]:
+            coil_cool[j] = m_cp * max(t_hr - target, 0.0)
+            t_coil = target
+        else:
+            t_coil = max(target, t_hr)
+        supply[j] = t_coil + fan_rise
+        hr_w[j] = m_cp * (t_hr - te)
 
-    def solve(phi_hc: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
-        """(θ_m at step end, θ_s and θ_air step means) for a convective heating power phi_hc."""
-        phi_air = phi_ia + phi_hc
-        m_tot = base_m_tot + h_tr_3 * h_tr_1 * (phi_air / h_ve + theta_sup) / h_tr_2
-        theta_m1 = (theta_m0 * (c_dt - half) + m_tot) / (c_dt + half)
-        theta_m = 0.5 * (theta_m0 + theta_m1)
-        theta_s = (
-            zp.h_tr_ms * theta_m + phi_st + zp.h_tr_w * t_e + h_tr_1 * (theta_sup + phi_air / h_ve)
+    # --- zones: ISO 13790 Annex C, C_m/3600 generalized to C_m/dt ---
+    theta_m1 = np.empty(n)
+    theta_air = np.empty(n)
+    theta_s = np.empty(n)
+    co2 = np.empty(n)
+    heating = np.empty(n)
+    cooling = np.empty(n)
+    gains = np.empty(n)
+    ventilation = np.empty(n)
+    transmission = np.empty(n)
+    for i in range(n):
+        te = t_out[i]
+        q_zone = max(airflow[i], 0.0)
+        q_total = q_zone + infiltration[i]
+        h_ve = RHO_CP_J_M3K * q_total
+        # Supply air and infiltration mixed into one equivalent supply temperature.
+        theta_sup = (q_zone * supply[ahu[i]] + infiltration[i] * te) / q_total
+        n_people = max(people[i], 0.0)
+        # Gains split over the nodes (ISO 13790 eqs. C.1-C.3); the radiative share
+        # H_tr,w/(h_ms·A_t) leaves through the windows at once.
+        phi_int = sensible_pp[i] * n_people + equipment_w_m2[i] * area[i] * equipment_on[i]
+        phi_ia = PEOPLE_CONVECTIVE * phi_int
+        rest = (1.0 - PEOPLE_CONVECTIVE) * phi_int + aperture[i] * solar[i]
+        phi_m = am_at[i] * rest
+        phi_st = (1.0 - am_at[i] - hw_hms_at[i]) * rest
+        h1 = 1.0 / (1.0 / h_ve + 1.0 / h_tr_is[i])
+        h2 = h1 + h_tr_w[i]
+        h3 = 1.0 / (1.0 / h2 + 1.0 / h_tr_ms[i])
+        c_dt = c_m[i] / dt
+        half = 0.5 * (h3 + h_tr_em[i])
+        base_m = phi_m + h_tr_em[i] * te + h3 * (phi_st + h_tr_w[i] * te) / h2
+        sum_s = h_tr_ms[i] + h_tr_w[i] + h1
+        denom_air = h_tr_is[i] + h_ve
+        m0 = theta_m0[i]
+        # Everything is affine in the convective heating power phi (ISO 13790 §C.4.2): solve
+        # for phi = 0, then for the sensitivity of each node to phi.
+        m_tot = base_m + h3 * h1 * (phi_ia / h_ve + theta_sup) / h2
+        tm1_0 = (m0 * (c_dt - half) + m_tot) / (c_dt + half)
+        tm_0 = 0.5 * (m0 + tm1_0)
+        ts_0 = (
+            h_tr_ms[i] * tm_0 + phi_st + h_tr_w[i] * te + h1 * (theta_sup + phi_ia / h_ve)
         ) / sum_s
-        theta_air = (zp.h_tr_is * theta_s + h_ve * theta_sup + phi_air) / denom_air
-        return theta_m1, theta_s, theta_air
-
-    # Everything is affine in the heating power: two solutions give all (ISO 13790 §C.4.2).
-    probe = 10.0 * zp.area_m2
-    m0, s0, a0 = solve(np.zeros_like(probe))
-    m10, s10, a10 = solve(probe)
-    # The local loops (radiator valves, chilled beams) hold the operative temperature that a
-    # room sensor on an interior wall reads, between the heating and cooling setpoints.
-    op0 = OP_AIR * a0 + (1.0 - OP_AIR) * s0
-    per_w = (OP_AIR * (a10 - a0) + (1.0 - OP_AIR) * (s10 - s0)) / probe  # K per W
-    need_heat = np.clip((d.t_heat_c - op0) / per_w, 0.0, zp.heat_cap_w)
-    need_cool = np.clip((op0 - d.t_cool_c) / per_w, 0.0, zp.cool_cap_w)
-    phi_hc = need_heat - need_cool
-    f = phi_hc / probe
-    theta_m1 = m0 + f * (m10 - m0)
-    theta_s = s0 + f * (s10 - s0)
-    theta_air = a0 + f * (a10 - a0)
-
-    # CO2: exact over the step; (1 − e^(−a))/a → 1 as the air change a = Q·dt/V → 0.
-    a = q_total * dt_s / zp.volume_m3
-    phi = np.where(a > 1e-12, -np.expm1(-a) / np.maximum(a, 1e-12), 1.0)
-    source = 1e6 * zp.co2_gen_m3s * np.maximum(d.people, 0.0)
-    co2 = s.co2_ppm + (q_total * (d.co2_out_ppm - s.co2_ppm) + source) * (dt_s / zp.volume_m3) * phi
-
-    theta_m_mean = 0.5 * (theta_m0 + theta_m1)
-    flows = Flows(
-        zone_heating_w=need_heat,
-        zone_cooling_w=need_cool,
-        gains_w=phi_int + phi_sol,
-        ventilation_w=h_ve * (theta_sup - theta_air),
-        transmission_w=zp.h_tr_w * (t_e - theta_s) + zp.h_tr_em * (t_e - theta_m_mean),
-        ahu_airflow_m3s=q_ahu,
-        ahu_supply_c=t_sup_ahu,
-        fan_w=fan_w,
-        coil_heating_w=coil_h,
-        coil_cooling_w=coil_c,
-        heat_recovery_w=hr_w,
-    )
-    return PlantState(theta_m1, theta_air, theta_s, co2), flows
+        ta_0 = (h_tr_is[i] * ts_0 + h_ve * theta_sup + phi_ia) / denom_air
+        dtm1 = (h3 * h1 / (h_ve * h2)) / (c_dt + half)  # per W of phi
+        dts = (h_tr_ms[i] * 0.5 * dtm1 + h1 / h_ve) / sum_s
+        dta = (h_tr_is[i] * dts + 1.0) / denom_air
+        # The local loops hold the operative temperature a room sensor reads.
+        op_0 = OP_AIR * ta_0 + (1.0 - OP_AIR) * ts_0
+        d_op = OP_AIR * dta + (1.0 - OP_AIR) * dts
+        need_heat = min(max((t_heat[i] - op_0) / d_op, 0.0), heat_cap[i])
+        need_cool = min(max((op_0 - t_cool[i]) / d_op, 0.0), cool_cap[i])
+        phi = need_heat - need_cool
+        theta_m1[i] = tm1_0 + phi * dtm1
+        theta_s[i] = ts_0 + phi * dts
+        theta_air[i] = ta_0 + phi * dta
+        heating[i] = need_heat
+        cooling[i] = need_cool
+        gains[i] = phi_ia + phi_st + phi_m
+        ventilation[i] = h_ve * (theta_sup - theta_air[i])
+        transmission[i] = h_tr_w[i] * (te - theta_s[i]) + h_tr_em[i] * (
+            te - 0.5 * (m0 + theta_m1[i])
+        )
+        # CO2: exact over the step; (1 − e^(−a))/a → 1 as the air change a = Q·dt/V → 0.
+        a = q_total * dt / volume[i]
+        phi_a = -math.expm1(-a) / a if a > 1e-12 else 1.0
+        source = 1e6 * co2_gen[i] * n_people
+        co2[i] = co2_0[i] + (q_total * (co2_out[i] - co2_0[i]) + source) * (dt / volume[i]) * phi_a
+    return (
+        theta_m1, theta_air, theta_s, co2,
+        heating, cooling, gains, ventilation, transmission,
+        q_ahu, supply, fan_w, coil_heat, coil_cool, hr_w,
+    )  # fmt: skip
