@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import NamedTuple
 
 import numpy as np
+import numpy as xp  # backend of adaptive_band_mid_c, an elementwise stage (see controller.law)
 
 from controller.site import Site
 from controller.standards import (
@@ -16,7 +18,7 @@ from controller.standards import (
     CLASS_DEFAULTS,
     ClassDefaults,
 )
-from sensors.arrays import BoolArray, FloatArray, IntArray, concat_rows
+from sensors.arrays import BoolArray, Elem, FloatArray, IntArray, concat_rows
 
 
 class Strategy(StrEnum):
@@ -46,8 +48,7 @@ STRATEGY_FLAGS: dict[Strategy, StrategyFlags] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class ZoneParams:
+class ZoneParams(NamedTuple):
     """Constants per zone row for the control core. Every field is (n_zones,)."""
 
     area_m2: FloatArray
@@ -85,8 +86,7 @@ class ZoneParams:
         return int(self.area_m2.shape[0])
 
 
-@dataclass(frozen=True, slots=True)
-class AhuParams:
+class AhuParams(NamedTuple):
     """Constants per AHU row. Every field is (n_ahus,)."""
 
     design_airflow_m3s: FloatArray
@@ -102,8 +102,7 @@ class AhuParams:
         return int(self.design_airflow_m3s.shape[0])
 
 
-@dataclass(frozen=True, slots=True)
-class Params:
+class Params(NamedTuple):
     zones: ZoneParams
     ahus: AhuParams
 
@@ -187,7 +186,7 @@ def _band_offset(c: ClassDefaults, *, low: bool) -> float:
     return limit
 
 
-def adaptive_band_mid_c(t_out_24h_c: FloatArray) -> FloatArray:
+def adaptive_band_mid_c(t_out_24h_c: Elem) -> Elem:
     """Finnish classification target operative temperature from the 24 h mean outdoor air."""
     lo, hi = ADAPTIVE_T_OUT_RANGE_C
-    return ADAPTIVE_BASE_C + ADAPTIVE_SLOPE * np.clip(t_out_24h_c, lo, hi)
+    return ADAPTIVE_BASE_C + ADAPTIVE_SLOPE * xp.minimum(xp.maximum(t_out_24h_c, lo), hi)

@@ -2,7 +2,7 @@
 
 import dataclasses
 from collections.abc import Mapping, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -13,21 +13,31 @@ IntArray = npt.NDArray[np.int64]
 Int8Array = npt.NDArray[np.int8]
 
 
+# The index of an elementwise stage (see controller.law): every row at once (numpy) or, compiled
+# by numba, one row.
+Index = int | slice
+ALL = slice(None)
+# A value in an elementwise stage: an array (numpy backend) or, compiled by numba, a scalar.
+Elem = Any
+
 T = TypeVar("T")
 
 
 def concat_rows(items: Sequence[T], shift: Mapping[str, Sequence[int]] | None = None) -> T:
-    """Concatenate frozen dataclasses of arrays row-wise (lanes side by side).
+    """Concatenate NamedTuples or frozen dataclasses of arrays row-wise (lanes side by side).
 
     shift : per index field, the offset to add to each item's values (e.g. AHU row indices of
     lane k move past the AHUs of lanes 0..k-1).
     """
     shift = shift or {}
     first = items[0]
+    names = (
+        first._fields if hasattr(first, "_fields") else [f.name for f in dataclasses.fields(first)]  # type: ignore[arg-type]
+    )
     values = {}
-    for f in dataclasses.fields(first):  # type: ignore[arg-type]
-        parts = [getattr(item, f.name) for item in items]
-        if f.name in shift:
-            parts = [p + off for p, off in zip(parts, shift[f.name], strict=True)]
-        values[f.name] = np.concatenate(parts)
+    for name in names:
+        parts = [getattr(item, name) for item in items]
+        if name in shift:
+            parts = [p + off for p, off in zip(parts, shift[name], strict=True)]
+        values[name] = np.concatenate(parts)
     return type(first)(**values)

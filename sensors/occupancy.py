@@ -10,11 +10,12 @@ and take over when it fails. Pure and vectorized: one row per zone; NaN means mi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
+import numpy as xp  # backend of the elementwise stage (see controller.law)
 
-from sensors.arrays import BoolArray, FloatArray
+from sensors.arrays import ALL, BoolArray, Elem, FloatArray, Index
 
 CO2_FILTER_S = 300.0  # low-pass of CO2 and of its derivative (Hernandez-Cruz et al.: 10-min EMA)
 CO2_VALID_FOR_S = 600.0  # a CO2 estimate older than this is not used
@@ -64,8 +65,7 @@ PLAUSIBLE_FACTOR = 1.5  # a count above 1.5 × design + 5 is a fault, not a crow
 PLAUSIBLE_MARGIN = 5.0
 
 
-@dataclass(frozen=True, slots=True)
-class EstimatorParams:
+class EstimatorParams(NamedTuple):
     """Per zone row. Every field (n_zones,)."""
 
     volume_m3: FloatArray
@@ -76,8 +76,7 @@ class EstimatorParams:
     has_co2: BoolArray
 
 
-@dataclass(frozen=True, slots=True)
-class Observation:
+class Observation(NamedTuple):
     """One step's inputs; arrays (n_zones,), NaN = missing (after validation)."""
 
     dt_s: float
@@ -88,20 +87,18 @@ class Observation:
     airflow_m3s: FloatArray  # outdoor air supplied to the zone over the last step
 
 
-@dataclass(frozen=True, slots=True)
-class Estimate:
+class Estimate(NamedTuple):
     occupancy: FloatArray  # people, ≥ 0; NaN when no source works
     confidence: FloatArray  # 0 (nothing known) .. 1
     from_counter: FloatArray  # drift-corrected counter; NaN if no counter
     from_co2: FloatArray  # mass-balance estimate; NaN if no CO2
 
 
-@dataclass(frozen=True, slots=True)
-class EstimatorState:
+class EstimatorState(NamedTuple):
     offset: FloatArray  # added to (IN − OUT): corrects drift and device resets
     last_in: FloatArray
     last_out: FloatArray
-    count: FloatArray  # corrected counter occupancy
+    counted: FloatArray  # corrected counter occupancy
     since_entry_s: FloatArray  # since the counter last saw somebody enter
     exits_since_entry: FloatArray  # OUT events since the counter last saw an entry
     since_exit_s: FloatArray  # since the counter last saw somebody leave
@@ -125,7 +122,7 @@ def initial_estimator_state(n: int) -> EstimatorState:
         offset=zero.copy(),
         last_in=nan.copy(),
         last_out=nan.copy(),
-        count=zero.copy(),
+        counted=zero.copy(),
         since_entry_s=np.full(n, np.inf),
         exits_since_entry=zero.copy(),
         since_exit_s=np.full(n, np.inf),
@@ -143,84 +140,95 @@ def initial_estimator_state(n: int) -> EstimatorState:
     )
 
 
-def _within(x: FloatArray, lo: float, hi: float) -> FloatArray:
+def _within(x: Elem, lo: float, hi: float) -> Elem:
     """x where lo <= x <= hi, NaN elsewhere (non-finite values included)."""
-    return np.where((x >= lo) & (x <= hi), x, np.nan)
+    return xp.where((x >= lo) & (x <= hi), x, xp.nan)
 
 
 def estimate(
     s: EstimatorState, o: Observation, p: EstimatorParams
 ) -> tuple[EstimatorState, Estimate]:
-    """One estimation step for all zones."""
+    """One estimation step for all zones (numpy)."""
+    out = estimate_zone(s, o, p, ALL)
+    n = len(EstimatorState._fields)
+    return EstimatorState(*out[:n]), Estimate(*out[n:])
+
+
+def estimate_zone(
+    s: EstimatorState, o: Observation, p: EstimatorParams, i: Index
+) -> tuple[Elem, ...]:
+    """One estimation step, elementwise (see controller.law): the EstimatorState fields, then
+    the Estimate fields."""
     dt = o.dt_s
-    counter_in = _within(o.counter_in, 0.0, MAX_PLAUSIBLE_REGISTER)
-    counter_out = _within(o.counter_out, 0.0, MAX_PLAUSIBLE_REGISTER)
-    co2_ppm = _within(o.co2_ppm, 0.0, MAX_PLAUSIBLE_PPM)
-    co2_out_ppm = _within(o.co2_out_ppm, 0.0, MAX_PLAUSIBLE_PPM)
-    airflow = np.where(
-        _within(o.airflow_m3s, 0.0, MAX_PLAUSIBLE_AIRFLOW_M3S) > 0.0, o.airflow_m3s, 0.0
+    counter_in = _within(o.counter_in[i], 0.0, MAX_PLAUSIBLE_REGISTER)
+    counter_out = _within(o.counter_out[i], 0.0, MAX_PLAUSIBLE_REGISTER)
+    co2_ppm = _within(o.co2_ppm[i], 0.0, MAX_PLAUSIBLE_PPM)
+    co2_out_ppm = _within(o.co2_out_ppm[i], 0.0, MAX_PLAUSIBLE_PPM)
+    airflow = xp.where(
+        _within(o.airflow_m3s[i], 0.0, MAX_PLAUSIBLE_AIRFLOW_M3S) > 0.0, o.airflow_m3s[i], 0.0
     )
     # --- counter: IN − OUT + offset, never negative, continuous across device resets ---
-    c_ok = p.has_counter & np.isfinite(counter_in) & np.isfinite(counter_out)
-    raw = np.where(c_ok, counter_in - counter_out, 0.0)
-    seen = c_ok & np.isfinite(s.last_in)
-    reset = seen & ((counter_in < s.last_in) | (counter_out < s.last_out))
+    c_ok = p.has_counter[i] & xp.isfinite(counter_in) & xp.isfinite(counter_out)
+    raw = xp.where(c_ok, counter_in - counter_out, 0.0)
+    seen = c_ok & xp.isfinite(s.last_in[i])
+    reset = seen & ((counter_in < s.last_in[i]) | (counter_out < s.last_out[i]))
     # Registers restart from 0 at a reset: what they hold then happened since the reset.
-    entered = np.where(seen, np.where(reset, counter_in, counter_in - s.last_in), 0.0)
-    exited = np.where(seen, np.where(reset, counter_out, counter_out - s.last_out), 0.0)
-    since_entry_s = np.where(entered > 0.0, 0.0, s.since_entry_s + dt)
-    since_exit_s = np.where(exited > 0.0, 0.0, s.since_exit_s + dt)
-    exits_since_entry = np.where(entered > 0.0, 0.0, s.exits_since_entry) + exited
+    entered = xp.where(seen, xp.where(reset, counter_in, counter_in - s.last_in[i]), 0.0)
+    exited = xp.where(seen, xp.where(reset, counter_out, counter_out - s.last_out[i]), 0.0)
+    since_entry_s = xp.where(entered > 0.0, 0.0, s.since_entry_s[i] + dt)
+    since_exit_s = xp.where(exited > 0.0, 0.0, s.since_exit_s[i] + dt)
+    exits_since_entry = xp.where(entered > 0.0, 0.0, s.exits_since_entry[i]) + exited
     # A nightly device reset is the field practice's daily zeroing, unless people just came in
     # (the entries since the reset itself excluded: they are counted in the registers).
-    recent_entry = (s.since_entry_s + dt) < RESET_KEEPS_COUNT_IF_ENTRY_WITHIN_S
-    carry = np.where(recent_entry, s.count, 0.0)
+    recent_entry = (s.since_entry_s[i] + dt) < RESET_KEEPS_COUNT_IF_ENTRY_WITHIN_S
+    carry = xp.where(recent_entry, s.counted[i], 0.0)
     # First reading: the registers' history is unknown, start from the current estimate.
-    offset = np.where(reset, carry, np.where(c_ok & ~seen, s.count - raw, s.offset))
+    offset = xp.where(reset, carry, xp.where(c_ok & ~seen, s.counted[i] - raw, s.offset[i]))
     count = raw + offset
-    offset = np.where(count < 0.0, offset - count, offset)  # missed INs cannot make people < 0
-    count = np.where(c_ok, np.maximum(count, 0.0), s.count)
-    steady_s = np.where(count != s.count, 0.0, s.steady_s + dt)
+    offset = xp.where(count < 0.0, offset - count, offset)  # missed INs cannot make people < 0
+    count = xp.where(c_ok, xp.maximum(count, 0.0), s.counted[i])
+    steady_s = xp.where(count != s.counted[i], 0.0, s.steady_s[i] + dt)
 
     # --- CO2 mass balance on low-passed CO2 ---
-    q_ok = p.has_co2 & np.isfinite(co2_ppm) & np.isfinite(co2_out_ppm)
-    alpha = -np.expm1(-dt / CO2_FILTER_S)
-    had_f = np.isfinite(s.co2_f)
-    co2_f = np.where(had_f, s.co2_f + alpha * (co2_ppm - s.co2_f), co2_ppm)
-    co2_f = np.where(q_ok, co2_f, s.co2_f)
-    d_raw = np.where(q_ok & had_f, (co2_f - s.co2_f) / dt, 0.0)
-    dco2 = np.where(q_ok, s.dco2_ppm_s + alpha * (d_raw - s.dco2_ppm_s), s.dco2_ppm_s)
-    q = airflow + p.infiltration_m3s
-    out_ref = np.where(
-        np.isfinite(s.outdoor_ref),
-        s.outdoor_ref + -np.expm1(-dt / OUTDOOR_REFERENCE_TAU_S) * (co2_out_ppm - s.outdoor_ref),
+    q_ok = p.has_co2[i] & xp.isfinite(co2_ppm) & xp.isfinite(co2_out_ppm)
+    alpha = -xp.expm1(-dt / CO2_FILTER_S)
+    had_f = xp.isfinite(s.co2_f[i])
+    co2_f = xp.where(had_f, s.co2_f[i] + alpha * (co2_ppm - s.co2_f[i]), co2_ppm)
+    co2_f = xp.where(q_ok, co2_f, s.co2_f[i])
+    d_raw = xp.where(q_ok & had_f, (co2_f - s.co2_f[i]) / dt, 0.0)
+    dco2 = xp.where(q_ok, s.dco2_ppm_s[i] + alpha * (d_raw - s.dco2_ppm_s[i]), s.dco2_ppm_s[i])
+    q = airflow + p.infiltration_m3s[i]
+    out_ref = xp.where(
+        xp.isfinite(s.outdoor_ref[i]),
+        s.outdoor_ref[i]
+        + -xp.expm1(-dt / OUTDOOR_REFERENCE_TAU_S) * (co2_out_ppm - s.outdoor_ref[i]),
         co2_out_ppm,
     )
-    out_ref = np.where(q_ok, out_ref, s.outdoor_ref)
+    out_ref = xp.where(q_ok, out_ref, s.outdoor_ref[i])
     rise = BASELINE_RISE_PPM_PER_DAY * dt / 86400.0
-    base = np.fmin(np.where(np.isfinite(s.co2_base), s.co2_base + rise, out_ref), co2_f)
-    base = np.minimum(
-        np.maximum(base, out_ref - BASELINE_MAX_OFFSET_PPM), out_ref + BASELINE_MAX_OFFSET_PPM
+    base = xp.fmin(xp.where(xp.isfinite(s.co2_base[i]), s.co2_base[i] + rise, out_ref), co2_f)
+    base = xp.minimum(
+        xp.maximum(base, out_ref - BASELINE_MAX_OFFSET_PPM), out_ref + BASELINE_MAX_OFFSET_PPM
     )
-    base = np.where(q_ok, base, s.co2_base)
-    excess = np.where(q_ok, co2_f - base, 0.0)
-    n_raw = (p.volume_m3 * dco2 + q * excess) / (1e6 * p.co2_gen_m3s)
-    n_co2 = np.where(q_ok, s.n_co2 + alpha * (n_raw - s.n_co2), s.n_co2)
-    co2_age_s = np.where(q_ok, 0.0, s.co2_age_s + dt)
+    base = xp.where(q_ok, base, s.co2_base[i])
+    excess = xp.where(q_ok, co2_f - base, 0.0)
+    n_raw = (p.volume_m3[i] * dco2 + q * excess) / (1e6 * p.co2_gen_m3s[i])
+    n_co2 = xp.where(q_ok, s.n_co2[i] + alpha * (n_raw - s.n_co2[i]), s.n_co2[i])
+    co2_age_s = xp.where(q_ok, 0.0, s.co2_age_s[i] + dt)
     lost = co2_age_s > CO2_VALID_FOR_S
-    co2_run_s = np.where(q_ok, s.co2_run_s + dt, np.where(lost, 0.0, s.co2_run_s))
+    co2_run_s = xp.where(q_ok, s.co2_run_s[i] + dt, xp.where(lost, 0.0, s.co2_run_s[i]))
     have_co2 = (co2_age_s <= CO2_VALID_FOR_S) & (co2_run_s >= CO2_WARMUP_S)
-    n_co2_pos = np.maximum(n_co2, 0.0)
+    n_co2_pos = xp.maximum(n_co2, 0.0)
 
     # --- fusion ---
-    plausible = count <= PLAUSIBLE_FACTOR * p.design_occupancy + PLAUSIBLE_MARGIN
+    plausible = count <= PLAUSIBLE_FACTOR * p.design_occupancy[i] + PLAUSIBLE_MARGIN
     have_c = c_ok & plausible
     both = have_c & have_co2
-    empty_s = np.where(have_co2 & (n_co2 < EMPTY_PERSONS), s.empty_s + dt, 0.0)
-    ghost_max = np.maximum(GHOST_MAX_PERSONS, GHOST_MAX_FRACTION * p.design_occupancy)
+    empty_s = xp.where(have_co2 & (n_co2 < EMPTY_PERSONS), s.empty_s[i] + dt, 0.0)
+    ghost_max = xp.maximum(GHOST_MAX_PERSONS, GHOST_MAX_FRACTION * p.design_occupancy[i])
     small = have_c & (count > 0.0) & (count <= ghost_max)
     quiet = since_entry_s >= GHOST_CLEAR_AFTER_S
-    visible = 1e6 * p.co2_gen_m3s * count / q >= CO2_DETECTABLE_PPM
+    visible = 1e6 * p.co2_gen_m3s[i] * count / q >= CO2_DETECTABLE_PPM
     co2_decides = have_co2 & visible
     co2_says_empty = empty_s >= GHOST_CLEAR_AFTER_S
     field_rule = (
@@ -229,64 +237,64 @@ def estimate(
         & (since_exit_s <= FIELD_RULE_WINDOW_S)
         & (count <= GHOST_MAX_PERSONS)
     )
-    ghosts = small & np.where(co2_decides, quiet & co2_says_empty, field_rule)
-    offset = np.where(ghosts, offset - count, offset)
-    count = np.where(ghosts, 0.0, count)
+    ghosts = small & xp.where(co2_decides, quiet & co2_says_empty, field_rule)
+    offset = xp.where(ghosts, offset - count, offset)
+    count = xp.where(ghosts, 0.0, count)
     learn = (
         both
         & (steady_s >= SCALE_LEARN_STEADY_S)
         & (count >= SCALE_LEARN_MIN_PERSONS)
         & (n_co2 >= SCALE_LEARN_MIN_PERSONS)
     )
-    ratio = np.minimum(
-        np.maximum(n_co2_pos / np.maximum(count, 1.0), SCALE_RANGE[0]), SCALE_RANGE[1]
+    ratio = xp.minimum(
+        xp.maximum(n_co2_pos / xp.maximum(count, 1.0), SCALE_RANGE[0]), SCALE_RANGE[1]
     )
-    scale = np.where(learn, s.scale + -np.expm1(-dt / SCALE_TAU_S) * (ratio - s.scale), s.scale)
-    sees_people = n_co2 >= np.maximum(
-        DISTRUST_MIN_PERSONS, DISTRUST_MIN_FRACTION * p.design_occupancy
+    scale = xp.where(
+        learn, s.scale[i] + -xp.expm1(-dt / SCALE_TAU_S) * (ratio - s.scale[i]), s.scale[i]
+    )
+    sees_people = n_co2 >= xp.maximum(
+        DISTRUST_MIN_PERSONS, DISTRUST_MIN_FRACTION * p.design_occupancy[i]
     )
     disagree = both & (count < EMPTY_PERSONS) & sees_people
-    disagree_s = np.where(disagree, s.disagree_s + dt, 0.0)
+    disagree_s = xp.where(disagree, s.disagree_s[i] + dt, 0.0)
     distrust = disagree_s >= DISTRUST_AFTER_S
-    from_counter = np.where(have_c, count * scale, np.nan)
-    margin = CO2_FLOOR_MARGIN_PERSONS + CO2_FLOOR_MARGIN_FRACTION * p.design_occupancy
-    co2_floor = np.where(have_co2, n_co2 - margin, 0.0)
-    occupancy = np.where(
+    from_counter = xp.where(have_c, count * scale, xp.nan)
+    margin = CO2_FLOOR_MARGIN_PERSONS + CO2_FLOOR_MARGIN_FRACTION * p.design_occupancy[i]
+    co2_floor = xp.where(have_co2, n_co2 - margin, 0.0)
+    occupancy = xp.where(
         have_c & ~distrust,
-        np.maximum(from_counter, co2_floor),
-        np.where(have_co2, n_co2_pos, np.nan),
+        xp.maximum(from_counter, co2_floor),
+        xp.where(have_co2, n_co2_pos, xp.nan),
     )
-    agreement = 1.0 - np.minimum(
-        np.abs(n_co2_pos - count * scale) / (np.maximum(n_co2_pos, count * scale) + 3.0), 1.0
+    agreement = 1.0 - xp.minimum(
+        xp.abs(n_co2_pos - count * scale) / (xp.maximum(n_co2_pos, count * scale) + 3.0), 1.0
     )
-    confidence = np.where(
+    confidence = xp.where(
         both & ~distrust,
         0.6 + 0.4 * agreement,
-        np.where(have_c, 0.6, np.where(have_co2, 0.4, 0.0)),
+        xp.where(have_c, 0.6, xp.where(have_co2, 0.4, 0.0)),
     )
-    new_state = EstimatorState(
-        offset=offset,
-        last_in=np.where(c_ok, counter_in, s.last_in),
-        last_out=np.where(c_ok, counter_out, s.last_out),
-        count=count,
-        since_entry_s=since_entry_s,
-        exits_since_entry=exits_since_entry,
-        since_exit_s=since_exit_s,
-        steady_s=steady_s,
-        scale=scale,
-        co2_f=co2_f,
-        co2_base=base,
-        outdoor_ref=out_ref,
-        dco2_ppm_s=dco2,
-        n_co2=n_co2,
-        co2_age_s=co2_age_s,
-        co2_run_s=co2_run_s,
-        empty_s=empty_s,
-        disagree_s=disagree_s,
-    )
-    return new_state, Estimate(
-        occupancy=occupancy,
-        confidence=confidence,
-        from_counter=from_counter,
-        from_co2=np.where(have_co2, n_co2_pos, np.nan),
+    return (
+        offset,
+        xp.where(c_ok, counter_in, s.last_in[i]),
+        xp.where(c_ok, counter_out, s.last_out[i]),
+        count,
+        since_entry_s,
+        exits_since_entry,
+        since_exit_s,
+        steady_s,
+        scale,
+        co2_f,
+        base,
+        out_ref,
+        dco2,
+        n_co2,
+        co2_age_s,
+        co2_run_s,
+        empty_s,
+        disagree_s,
+        occupancy,
+        confidence,
+        from_counter,
+        xp.where(have_co2, n_co2_pos, xp.nan),
     )

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import IntFlag
+from typing import NamedTuple
 
 import numpy as np
+import numpy as xp  # backend of the elementwise stage (see controller.law)
 import numpy.typing as npt
 
-from sensors.arrays import FloatArray
+from sensors.arrays import ALL, Elem, FloatArray, Index
 
 
 class Quality(IntFlag):
@@ -24,14 +25,17 @@ class Quality(IntFlag):
 
 
 QualityArray = npt.NDArray[np.int16]
+_MISSING, _OUT_OF_RANGE, _STUCK, _SPIKE, _STALE = (
+    int(q)
+    for q in (Quality.MISSING, Quality.OUT_OF_RANGE, Quality.STUCK, Quality.SPIKE, Quality.STALE)
+)
 
 # A rejected jump that the next readings confirm is a real change, not a spike: accept it after
 # this many consecutive readings agree with each other.
 SPIKE_CONFIRM_READINGS = 3
 
 
-@dataclass(frozen=True, slots=True)
-class CheckParams:
+class CheckParams(NamedTuple):
     """Limits per point row. Every field (n_points,); inf disables a check."""
 
     lo: FloatArray
@@ -41,8 +45,7 @@ class CheckParams:
     stale_after_s: FloatArray
 
 
-@dataclass(frozen=True, slots=True)
-class CheckState:
+class CheckState(NamedTuple):
     last_value: FloatArray  # last reading seen (good or not); NaN if none
     unchanged_s: FloatArray  # how long last_value has not changed
     last_good: FloatArray  # last reading that passed; NaN if none
@@ -69,38 +72,52 @@ def check(
     age_s : (n,) how old the reading is (0 for a fresh sample).
     Returns the new state, the clean value (NaN unless GOOD) and the quality flags.
     """
-    present = np.isfinite(value)
+    with np.errstate(over="ignore", invalid="ignore"):  # ±1e308 readings: inf differences
+        out = check_reading(state, value, age_s, p, dt_s, ALL)
+    n = len(CheckState._fields)
+    return CheckState(*out[:n]), out[n], out[n + 1].astype(np.int16)
+
+
+def check_reading(  # noqa: PLR0917  (positional: numba binds no keyword-only arguments)
+    s: CheckState, value: Elem, age_s: Elem, p: CheckParams, dt_s: float, i: Index
+) -> tuple[Elem, ...]:
+    """One reading, elementwise (see controller.law): the CheckState fields, the clean value and
+    the quality flags."""
+    value = value[i]
+    last_value = s.last_value[i]
+    last_good = s.last_good[i]
+    good_age_s = s.good_age_s[i]
+    present = xp.isfinite(value)
     missing = ~present
-    stale = present & (age_s > p.stale_after_s)
-    out_of_range = present & ~stale & ((value < p.lo) | (value > p.hi))
-    same = present & (value == state.last_value)
+    stale = present & (age_s[i] > p.stale_after_s[i])
+    out_of_range = present & ~stale & ((value < p.lo[i]) | (value > p.hi[i]))
+    same = present & (value == last_value)
     # A gap (missing reading) does not end a stuck episode: a frozen sensor on a flaky link is
     # still frozen.
-    unchanged_s = np.where(same | missing, state.unchanged_s + dt_s, 0.0)
-    stuck = same & (unchanged_s >= p.stuck_after_s)
+    unchanged_s = xp.where(same | missing, s.unchanged_s[i] + dt_s, 0.0)
+    stuck = same & (unchanged_s >= p.stuck_after_s[i])
     candidate = present & ~stale & ~out_of_range & ~stuck
-    have_good = np.isfinite(state.last_good)
-    limit = p.max_rate_per_s * (state.good_age_s + dt_s)
-    with np.errstate(over="ignore", invalid="ignore"):  # ±1e308 readings: inf differences
-        change = np.abs(value - state.last_good)
-        agree = np.abs(value - state.last_value) <= p.max_rate_per_s * dt_s
-    jump = candidate & have_good & (change > limit)
+    have_good = xp.isfinite(last_good)
+    max_rate = p.max_rate_per_s[i]
+    jump = candidate & have_good & (xp.abs(value - last_good) > max_rate * (good_age_s + dt_s))
     # Consecutive rejected readings that agree with each other are a real change.
-    rejected = np.where(jump, np.where(agree, state.rejected + 1, 1), 0).astype(np.int32)
+    agree = xp.abs(value - last_value) <= max_rate * dt_s
+    rejected = xp.where(jump, xp.where(agree, s.rejected[i] + 1, 1), 0)
     spike = jump & (rejected < SPIKE_CONFIRM_READINGS)
     good = candidate & ~spike
     quality = (
-        missing * Quality.MISSING
-        + out_of_range * Quality.OUT_OF_RANGE
-        + stuck * Quality.STUCK
-        + spike * Quality.SPIKE
-        + stale * Quality.STALE
-    ).astype(np.int16)
-    new_state = CheckState(
-        last_value=np.where(present, value, state.last_value),
-        unchanged_s=unchanged_s,
-        last_good=np.where(good, value, state.last_good),
-        good_age_s=np.where(good, 0.0, state.good_age_s + dt_s),
-        rejected=np.where(good, 0, rejected).astype(np.int32),
+        missing * _MISSING
+        + out_of_range * _OUT_OF_RANGE
+        + stuck * _STUCK
+        + spike * _SPIKE
+        + stale * _STALE
     )
-    return new_state, np.where(good, value, np.nan), quality
+    return (
+        xp.where(present, value, last_value),
+        unchanged_s,
+        xp.where(good, value, last_good),
+        xp.where(good, 0.0, good_age_s + dt_s),
+        xp.where(good, 0, rejected),
+        xp.where(good, value, xp.nan),
+        quality,
+    )

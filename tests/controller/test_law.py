@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -303,8 +302,8 @@ def test_oracle_runs_the_ilma_law() -> None:
     u = _inputs(3, occupancy=np.array([0.0, 3.0, np.nan]), co2_ppm=900.0, t_zone_c=24.0)
     _, ilma = _run(compile_params(SMALL, Strategy.ILMA), u, steps=6)
     _, oracle = _run(compile_params(SMALL, Strategy.ORACLE), u, steps=6)
-    for f in dataclasses.fields(Commands):
-        np.testing.assert_array_equal(getattr(ilma, f.name), getattr(oracle, f.name))
+    for name in Commands._fields:
+        np.testing.assert_array_equal(getattr(ilma, name), getattr(oracle, name))
 
 
 def test_learned_rates_stay_finite_when_an_episode_ends_within_a_subnormal_step() -> None:
@@ -573,8 +572,8 @@ def test_co2_strategy_ignores_occupancy() -> None:
         _, c = _run(p, _inputs(3, occupancy=occupancy, co2_ppm=1100.0), steps=8)
         if reference is None:
             reference = c
-        for f in dataclasses.fields(Commands):
-            np.testing.assert_array_equal(getattr(c, f.name), getattr(reference, f.name))
+        for name in Commands._fields:
+            np.testing.assert_array_equal(getattr(c, name), getattr(reference, name))
     # With CO2 missing too, the design occupancy stands in.
     _, c = _run(p, _inputs(3, occupancy=np.nan, co2_ppm=np.nan))
     assert _has(c.reason[MEETING], Reason.FAILSAFE)
@@ -594,9 +593,9 @@ def test_a_cold_zone_warms_up_only_within_its_optimal_start_window() -> None:
     assert _has(c.reason[OFFICE], Reason.WARM_UP)
     assert c.t_heat_c[OFFICE] == 20.5  # occupied setpoints during warm-up
     assert c.airflow_m3s[OFFICE] == 0.0  # warm-up recirculates: no outdoor air needed
-    _, c = _run(p, dataclasses.replace(near, time_to_open_s=np.full(3, 6200.0)))
+    _, c = _run(p, near._replace(time_to_open_s=np.full(3, 6200.0)))
     assert c.mode[OFFICE] == Mode.WARM_UP
-    far = dataclasses.replace(near, time_to_open_s=np.full(3, 6400.0))
+    far = near._replace(time_to_open_s=np.full(3, 6400.0))
     _, c = _run(p, far)
     assert c.mode[OFFICE] == Mode.UNOCCUPIED
     assert _has(c.reason[OFFICE], Reason.SETBACK)
@@ -781,7 +780,7 @@ def test_supply_setpoint_responds_down_to_cooling_requests_then_trims_back_up(dt
 def test_two_requests_are_ignored() -> None:
     p = _three_offices()
     state = initial_state(p)
-    state = dataclasses.replace(state, ahu_t_max_c=np.array([18.0]))
+    state = state._replace(ahu_t_max_c=np.array([18.0]))
     # One zone 2.5 K above its cooling setpoint: two requests, within the ignored two.
     _, c = _run(p, _inputs(3, dt_s=120.0, t_zone_c=np.array([28.0, 21.0, 21.0])), state=state)
     assert c.ahu_supply_c[0] == pytest.approx(18.1)
@@ -813,9 +812,9 @@ def _lane_inputs(u: list[Inputs]) -> Inputs:
     return Inputs(
         dt_s=u[0].dt_s,
         **{
-            f.name: np.concatenate([getattr(x, f.name) for x in u])
-            for f in dataclasses.fields(Inputs)
-            if f.name != "dt_s"
+            name: np.concatenate([getattr(x, name) for x in u])
+            for name in Inputs._fields
+            if name != "dt_s"
         },
     )
 
@@ -869,12 +868,12 @@ def test_stacked_lanes_step_like_separate_ones(
         states = [s for s, _ in separate]
         stacked_state, stacked_c = step(stacked_state, _lane_inputs(u), stacked)
         expected_c = concat_rows([c for _, c in separate])
-        for f in dataclasses.fields(Commands):
+        for name in Commands._fields:
             np.testing.assert_array_equal(
-                getattr(stacked_c, f.name), getattr(expected_c, f.name), err_msg=f.name
+                getattr(stacked_c, name), getattr(expected_c, name), err_msg=name
             )
         expected_s = concat_rows(states)
-        for f in dataclasses.fields(ZoneState):
+        for name in ZoneState._fields:
             np.testing.assert_array_equal(
-                getattr(stacked_state, f.name), getattr(expected_s, f.name), err_msg=f.name
+                getattr(stacked_state, name), getattr(expected_s, name), err_msg=name
             )

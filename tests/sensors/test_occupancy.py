@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 import numpy as np
@@ -813,11 +813,11 @@ REALISTIC = st.builds(
 
 
 def row(x: T, i: int) -> T:
-    """Row i of a dataclass of (n,) arrays, as a dataclass of (1,) arrays; dt_s kept."""
+    """Row i of a NamedTuple of (n,) arrays, as one of (1,) arrays; dt_s kept."""
     values = {}
-    for f in fields(x):  # type: ignore[arg-type]  # T is one of the estimator's dataclasses
-        v = getattr(x, f.name)
-        values[f.name] = v[i : i + 1] if isinstance(v, np.ndarray) else v
+    for name in x._fields:  # type: ignore[attr-defined]  # T is one of the estimator's tuples
+        v = getattr(x, name)
+        values[name] = v[i : i + 1] if isinstance(v, np.ndarray) else v
     return type(x)(**values)
 
 
@@ -841,7 +841,7 @@ def test_three_zones_in_one_call_equal_three_single_zone_calls(
                 np.testing.assert_array_equal(
                     getattr(joint, name), np.concatenate([getattr(s, name) for s in singles])
                 )
-    for f in fields(EstimatorState):
+    for name in EstimatorState._fields:
         np.testing.assert_array_equal(
-            getattr(together, f.name), np.concatenate([getattr(s, f.name) for s in states])
+            getattr(together, name), np.concatenate([getattr(s, name) for s in states])
         )
