@@ -5,13 +5,14 @@ one row per zone; NaN (or any non-finite value) in an input means "missing" and 
 fail-safe, never passed through to a command.
 
 One source, two backends. The per-zone logic is written once, in three elementwise stages over
-`xp` with an index `i`: `zone_demand` (each zone on its own), `ahu_update` (each AHU from its
-zones' sums) and `zone_settle` (each zone with its AHU's answer). `step` runs them with
-`xp = numpy` and `i = ALL`: plain vectorized numpy, as on a gateway. The simulator compiles the
-very same functions with numba against a scalar `xp` and calls them zone by zone inside one fused
-loop (sim/fused.py). So the stages use only what both backends have: arithmetic, comparisons,
-`& | ~` on booleans, and the `xp` functions listed in sim/fused.py; no masks, no fancy indexing,
-no Python `if` on values.
+`xp`: `zone_demand` (each zone on its own), `ahu_update` (each AHU from its zones' sums) and
+`zone_settle` (each zone with its AHU's answer). A stage takes rows: NamedTuples whose fields are
+arrays over every zone, or scalars of one zone. `step` runs the stages with `xp = numpy` on
+arrays: plain vectorized numpy, as on a gateway. The simulator compiles the very same functions
+with numba against a scalar `xp` and calls them zone by zone inside one fused loop
+(sim/fused.py). So the stages use only what both backends have: arithmetic, comparisons,
+`& | ~` on booleans, and the `xp` functions listed in sim/fused.py; no indexing, no masks, no
+Python `if` on values.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import numpy as xp  # the backend of the elementwise stages; see the module docs
 import numpy.typing as npt
 
 from controller.params import AhuParams, Params, ZoneParams, adaptive_band_mid_c
-from sensors.arrays import ALL, BoolArray, Elem, FloatArray, Index, Int8Array
+from sensors.arrays import BoolArray, Elem, FloatArray, Int8Array
 
 
 class Mode(IntEnum):
@@ -217,33 +218,33 @@ def _clip01(x: Elem) -> Elem:
 
 def comfort_band(p: Params, t_out_24h_c: FloatArray) -> tuple[FloatArray, FloatArray]:
     """Operative temperature band of each zone's comfort class, (n_zones,) low and high in °C."""
-    return _band(p.zones, t_out_24h_c, ALL)
+    return _band(p.zones, t_out_24h_c)
 
 
-def _band(z: ZoneParams, t_out_24h_c: Elem, i: Index) -> tuple[Elem, Elem]:
+def _band(z: ZoneParams, t_out_24h_c: Elem) -> tuple[Elem, Elem]:
     # A missing 24 h mean reads as 0 °C (fmax ignores NaN): the winter end of the adaptive band.
-    mid = z.band_weight[i] * adaptive_band_mid_c(xp.fmax(t_out_24h_c, 0.0))
-    return mid + z.band_low_offset_c[i], mid + z.band_high_offset_c[i]
+    mid = z.band_weight * adaptive_band_mid_c(xp.fmax(t_out_24h_c, 0.0))
+    return mid + z.band_low_offset_c, mid + z.band_high_offset_c
 
 
-def zone_demand(z: ZoneParams, u: Inputs, s: ZoneState, i: Index) -> tuple[Elem, ...]:
+def zone_demand(z: ZoneParams, u: Inputs, s: ZoneState) -> tuple[Elem, ...]:
     """Stage 1: a zone's mode, setpoints, requested airflow and cooling requests (a Demand)."""
     dt = u.dt_s
-    t = _plausible_c(u.t_zone_c[i])
-    t_supply = _plausible_c(u.t_supply_c[i])
+    t = _plausible_c(u.t_zone_c)
+    t_supply = _plausible_c(u.t_supply_c)
     t_ok = xp.isfinite(t)
-    co2_in = u.co2_ppm[i]
+    co2_in = u.co2_ppm
     co2_ok = xp.isfinite(co2_in)
-    occupancy = u.occupancy[i]
-    use_occupancy = z.use_occupancy[i]
-    co2_loop = z.co2_loop[i]
-    demand_control = z.demand_control[i]
+    occupancy = u.occupancy
+    use_occupancy = z.use_occupancy
+    co2_loop = z.co2_loop
+    demand_control = z.demand_control
     occ_ok = xp.isfinite(occupancy) & use_occupancy
     populated = occ_ok & (occupancy >= POPULATED_PERSONS)
-    unpopulated_s = xp.where(populated | ~occ_ok, 0.0, s.unpopulated_s[i] + dt)
+    unpopulated_s = xp.where(populated | ~occ_ok, 0.0, s.unpopulated_s + dt)
 
     # Occupied setpoints sit inside the comfort band, keeping G36's minimum deadband.
-    band_lo, band_hi = _band(z, u.t_out_24h_c[i], i)
+    band_lo, band_hi = _band(z, u.t_out_24h_c)
     margin = xp.minimum(
         xp.maximum(0.5 * (band_hi - band_lo - MIN_DEADBAND_K), 0.0), COMFORT_MARGIN_K
     )
@@ -251,21 +252,21 @@ def zone_demand(z: ZoneParams, u: Inputs, s: ZoneState, i: Index) -> tuple[Elem,
     occ_cool = band_hi - margin
 
     # --- modes (G36 §5.1 zone group modes, applied per zone) ---
-    scheduled = u.scheduled[i]
+    scheduled = u.scheduled
     override = populated & ~scheduled
     occupied = scheduled | override
     standby = occupied & occ_ok & (unpopulated_s >= STANDBY_AFTER_S)
-    freeze = t_ok & ((t < FREEZE_ON_C) | ((s.mode[i] == _FREEZE) & (t < FREEZE_OFF_C)))
+    freeze = t_ok & ((t < FREEZE_ON_C) | ((s.mode == _FREEZE) & (t < FREEZE_OFF_C)))
     heat_gap = xp.where(t_ok, occ_heat - t, xp.inf)  # unknown temperature: assume the worst
     cool_gap = xp.where(t_ok, t - occ_cool, -xp.inf)
-    t_opt_heat = xp.minimum(xp.maximum(heat_gap, 0.0) / s.heat_rate_k_s[i], OPT_START_MAX_S)
-    t_opt_cool = xp.minimum(xp.maximum(cool_gap, 0.0) / s.cool_rate_k_s[i], OPT_START_MAX_S)
-    to_open = u.time_to_open_s[i]
-    resting = ~occupied & z.optimal_start[i]
+    t_opt_heat = xp.minimum(xp.maximum(heat_gap, 0.0) / s.heat_rate_k_s, OPT_START_MAX_S)
+    t_opt_cool = xp.minimum(xp.maximum(cool_gap, 0.0) / s.cool_rate_k_s, OPT_START_MAX_S)
+    to_open = u.time_to_open_s
+    resting = ~occupied & z.optimal_start
     warm = resting & (heat_gap > OPT_START_U_HIGH_K) & (to_open <= t_opt_heat)
     cool = resting & ~warm & (cool_gap > OPT_START_U_HIGH_K) & (to_open <= t_opt_cool)
-    unocc_heat = z.unocc_heat_c[i]
-    unocc_cool = z.unocc_cool_c[i]
+    unocc_heat = z.unocc_heat_c
+    unocc_cool = z.unocc_cool_c
     mode = xp.where(
         freeze, _FREEZE,
         xp.where(standby, _STANDBY,
@@ -277,28 +278,28 @@ def zone_demand(z: ZoneParams, u: Inputs, s: ZoneState, i: Index) -> tuple[Elem,
     )  # fmt: skip
 
     # --- setpoints (G36 §5.3: occupied setpoints in occupied, warm-up and cool-down) ---
-    use_occ_setpoints = occupied | warm | cool | freeze | ~z.setback[i]
+    use_occ_setpoints = occupied | warm | cool | freeze | ~z.setback
     # G36 relaxes by 0.5 K in standby; ilma lets an empty zone drift to its band's edge, not out.
-    relax = xp.where(standby & ~freeze, xp.minimum(z.standby_relax_k[i], margin), 0.0)
+    relax = xp.where(standby & ~freeze, xp.minimum(z.standby_relax_k, margin), 0.0)
     t_heat = xp.where(use_occ_setpoints, occ_heat, unocc_heat) - relax
     t_cool = xp.where(use_occ_setpoints, occ_cool, unocc_cool) + relax
 
     # --- ventilation (ASHRAE 62.1 Vbz = Rp·Pz + Ra·Az; G36 §5.2.1.3 CO2 loop) ---
-    ez = z.ez[i]
-    airflow_max = z.airflow_max_m3s[i]
-    v_area = z.ra_m3s[i] * z.area_m2[i]
+    ez = z.ez
+    airflow_max = z.airflow_max_m3s
+    v_area = z.ra_m3s * z.area_m2
     # Population: the estimate; the design occupancy when the estimate is missing, unless the
     # CO2 loop is there to find the people (CO2-only control).
     failsafe = ~occ_ok & (use_occupancy | ~(co2_loop & co2_ok))
     people = xp.where(
-        failsafe, z.design_occupancy[i], xp.where(occ_ok, xp.maximum(occupancy, 0.0), 0.0)
+        failsafe, z.design_occupancy, xp.where(occ_ok, xp.maximum(occupancy, 0.0), 0.0)
     )
     co2 = xp.where(co2_ok, co2_in, 0.0)
-    limit = z.co2_limit_ppm[i]
+    limit = z.co2_limit_ppm
     u_co2 = xp.where(co2_loop, _clip01((co2 - (limit - CO2_BAND_PPM)) / CO2_BAND_PPM), 0.0)
     v_co2 = v_area + u_co2 * xp.maximum(airflow_max * ez - v_area, 0.0)
-    v_occupied = xp.maximum(v_area + z.rp_m3s[i] * people, v_co2) / ez
-    co2_out_in = u.co2_out_ppm[i]
+    v_occupied = xp.maximum(v_area + z.rp_m3s * people, v_co2) / ez
+    co2_out_in = u.co2_out_ppm
     co2_out = xp.where(xp.isfinite(co2_out_in), co2_out_in, xp.inf)
     u_purge = _clip01((co2 - co2_out - PURGE_ABOVE_OUTDOOR_PPM) / PURGE_BAND_PPM)
     v_standby = xp.maximum(u_co2 * airflow_max, u_purge * v_area / ez)
@@ -316,8 +317,8 @@ def zone_demand(z: ZoneParams, u: Inputs, s: ZoneState, i: Index) -> tuple[Elem,
         xp.maximum(v_standby, v_cool),
         xp.where(
             demand_control,
-            xp.maximum(xp.maximum(v_occupied, v_cool), z.airflow_min_m3s[i]),
-            z.design_airflow_m3s[i],
+            xp.maximum(xp.maximum(v_occupied, v_cool), z.airflow_min_m3s),
+            z.design_airflow_m3s,
         ),
     )
     airflow = xp.where(occupied, airflow, xp.where(cool, v_cool, 0.0))
@@ -347,19 +348,21 @@ def zone_demand(z: ZoneParams, u: Inputs, s: ZoneState, i: Index) -> tuple[Elem,
 
 
 def ahu_update(  # noqa: PLR0917  (positional: numba binds no keyword-only arguments)
-    a: AhuParams, total_m3s: Elem, requests: Elem, t_max_c: Elem, t_out_c: Elem, dt: float, j: Index
+    a: AhuParams, total_m3s: Elem, requests: Elem, t_max_c: Elem, t_out_c: Elem, dt: float
 ) -> tuple[Elem, ...]:
-    """Stage 2: an AHU from its zones' total airflow and cooling requests (an AhuAnswer).
+    """Stage 2: an AHU from its zones' total airflow and cooling requests (an AhuAnswer); the
+    arrays are per AHU (t_out_c: the outdoor temperature at each AHU).
 
     Below its minimum the fan cannot turn down further, so the zones served take more air; above
     design it cannot deliver more, so every zone gets its share. The supply air temperature
     follows G36 Trim & Respond on the zones' requests, then the outdoor-air reset.
     """
-    design = a.design_airflow_m3s[j]
-    on = total_m3s > 0.0
-    target = xp.minimum(xp.maximum(total_m3s, a.min_fraction[j] * design), design)
-    scale = xp.where(on, target / xp.where(on, total_m3s, 1.0), 0.0)
-    t_lo, t_hi = a.supply_t_min_c[j], a.supply_t_max_c[j]
+    design = a.design_airflow_m3s
+    total = total_m3s
+    on = total > 0.0
+    target = xp.minimum(xp.maximum(total, a.min_fraction * design), design)
+    scale = xp.where(on, target / xp.where(on, total, 1.0), 0.0)
+    t_lo, t_hi = a.supply_t_min_c, a.supply_t_max_c
     extra = requests - TR_IGNORE_REQUESTS
     change = xp.where(extra > 0.0, xp.maximum(TR_RESPOND_K * extra, TR_RESPOND_MAX_K), TR_TRIM_K)
     t_max = xp.minimum(xp.maximum(t_max_c + change * (dt / TR_PERIOD_S), t_lo), t_hi)
@@ -368,38 +371,36 @@ def ahu_update(  # noqa: PLR0917  (positional: numba binds no keyword-only argum
     f = xp.fmin(
         xp.fmax((t_out_c - OAT_RESET_LOW_C) / (OAT_RESET_HIGH_C - OAT_RESET_LOW_C), 0.0), 1.0
     )
-    supply = xp.where(a.supply_reset[j], t_max - f * (t_max - t_lo), a.supply_t_design_c[j])
+    supply = xp.where(a.supply_reset, t_max - f * (t_max - t_lo), a.supply_t_design_c)
     supply = xp.fmax(xp.fmin(supply, t_hi), t_lo)
     return on, scale, t_max, supply
 
 
-def zone_settle(  # noqa: PLR0917  (positional: numba binds no keyword-only arguments)
-    z: ZoneParams, s: ZoneState, d: Demand, scale: Elem, dt: float, i: Index
-) -> tuple[Elem, ...]:
+def zone_settle(z: ZoneParams, s: ZoneState, d: Demand, scale: Elem, dt: float) -> tuple[Elem, ...]:
     """Stage 3: a zone's final command within its limits, and what optimal start learned."""
-    requested = d.airflow_m3s[i]
-    airflow_max = z.airflow_max_m3s[i]
+    requested = d.airflow_m3s
+    airflow_max = z.airflow_max_m3s
     airflow = xp.minimum(requested * scale, airflow_max)
     scaled = (requested > 0.0) & (xp.abs(scale - 1.0) > 1e-9)
-    reason = d.reason[i] + scaled * _R_AHU_LIMIT
+    reason = d.reason + scaled * _R_AHU_LIMIT
     # The last line of defence: every command inside its configured limits; fmax/fmin ignore
     # NaN, so a missing value lands on the safe bound (heating low, cooling high, no air).
-    heat_lo, cool_hi = z.heat_lo_c[i], z.cool_hi_c[i]
-    t_heat = xp.fmin(xp.fmax(d.t_heat_c[i], heat_lo), z.heat_hi_c[i])
-    t_cool = xp.fmax(xp.fmin(d.t_cool_c[i], cool_hi), z.cool_lo_c[i])
+    heat_lo, cool_hi = z.heat_lo_c, z.cool_hi_c
+    t_heat = xp.fmin(xp.fmax(d.t_heat_c, heat_lo), z.heat_hi_c)
+    t_cool = xp.fmax(xp.fmin(d.t_cool_c, cool_hi), z.cool_lo_c)
     # Keep the deadband where the limits allow it; the limits win where they do not.
     t_heat = xp.maximum(xp.minimum(t_heat, t_cool - MIN_DEADBAND_K), heat_lo)
     airflow = xp.fmin(xp.fmax(airflow, 0.0), airflow_max)
 
     # Optimal start learns how fast each zone warms and cools (MBL OptimalStart.mo).
-    mode, t = d.mode[i], d.t_c[i]
+    mode, t = d.mode, d.t_c
     heat = _episode(
-        s.heat_rate_k_s[i], s.warm_t0_c[i], s.warm_s[i], mode == _WARM_UP,
-        t, d.occ_heat_c[i], 1.0, mode, dt,
+        s.heat_rate_k_s, s.warm_t0_c, s.warm_s, mode == _WARM_UP,
+        t, d.occ_heat_c, 1.0, mode, dt,
     )  # fmt: skip
     cool = _episode(
-        s.cool_rate_k_s[i], s.cool_t0_c[i], s.cool_s[i], mode == _COOL_DOWN,
-        t, d.occ_cool_c[i], -1.0, mode, dt,
+        s.cool_rate_k_s, s.cool_t0_c, s.cool_s, mode == _COOL_DOWN,
+        t, d.occ_cool_c, -1.0, mode, dt,
     )  # fmt: skip
     return (airflow, t_heat, t_cool, reason, *heat, *cool)
 
@@ -434,13 +435,13 @@ def _episode(  # noqa: PLR0917  (positional: numba binds no keyword-only argumen
 def step(state: ZoneState, u: Inputs, p: Params) -> tuple[ZoneState, Commands]:
     """One control step for all zones and AHUs: the three stages over numpy arrays."""
     z, a = p.zones, p.ahus
-    d = Demand(*zone_demand(z, u, state, ALL))
+    d = Demand(*zone_demand(z, u, state))
     total = np.bincount(z.ahu, weights=d.airflow_m3s, minlength=a.n)
     requests = np.bincount(z.ahu, weights=d.requests, minlength=a.n)
     h = AhuAnswer(
-        *ahu_update(a, total, requests, state.ahu_t_max_c, u.t_out_c[a.first_zone], u.dt_s, ALL)
+        *ahu_update(a, total, requests, state.ahu_t_max_c, u.t_out_c[a.first_zone], u.dt_s)
     )
-    f = Settled(*zone_settle(z, state, d, h.scale[z.ahu], u.dt_s, ALL))
+    f = Settled(*zone_settle(z, state, d, h.scale[z.ahu], u.dt_s))
     ahu_airflow = np.minimum(
         np.bincount(z.ahu, weights=f.airflow_m3s, minlength=a.n), a.design_airflow_m3s
     )

@@ -6,9 +6,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import numpy as xp  # backend of the elementwise stage (see controller.law)
 
 from controller.site import Hours
-from sensors.arrays import BoolArray, FloatArray, IntArray
+from sensors.arrays import BoolArray, Elem, FloatArray, IntArray
 
 DAY_S = 86400.0
 
@@ -59,7 +60,15 @@ def scheduled_now(
     open_today: FloatArray, close_today: FloatArray, open_tomorrow: FloatArray, tod_s: FloatArray
 ) -> tuple[BoolArray, FloatArray]:
     """(inside scheduled hours now, seconds until the next opening; inf if none by tomorrow)."""
-    scheduled = (tod_s >= open_today) & (tod_s < close_today)
-    later_today = tod_s < open_today
-    to_open = np.where(later_today, open_today - tod_s, DAY_S - tod_s + open_tomorrow)
-    return scheduled, np.where(np.isnan(to_open), np.inf, to_open)
+    scheduled, to_open = scheduled_at(open_today, close_today, open_tomorrow, tod_s)
+    return scheduled, to_open
+
+
+def scheduled_at(
+    open_today: Elem, close_today: Elem, open_tomorrow: Elem, tod_s: Elem
+) -> tuple[Elem, Elem]:
+    """scheduled_now, elementwise (see controller.law)."""
+    o, c, t = open_today, close_today, tod_s
+    scheduled = (t >= o) & (t < c)  # False on a closed day: comparisons with NaN are False
+    to_open = xp.where(t < o, o - t, DAY_S - t + open_tomorrow)
+    return scheduled, xp.where(xp.isnan(to_open), xp.inf, to_open)

@@ -15,7 +15,7 @@ from typing import NamedTuple
 import numpy as np
 import numpy as xp  # backend of the elementwise stage (see controller.law)
 
-from sensors.arrays import ALL, BoolArray, Elem, FloatArray, Index
+from sensors.arrays import BoolArray, Elem, FloatArray
 
 CO2_FILTER_S = 300.0  # low-pass of CO2 and of its derivative (Hernandez-Cruz et al.: 10-min EMA)
 CO2_VALID_FOR_S = 600.0  # a CO2 estimate older than this is not used
@@ -149,86 +149,83 @@ def estimate(
     s: EstimatorState, o: Observation, p: EstimatorParams
 ) -> tuple[EstimatorState, Estimate]:
     """One estimation step for all zones (numpy)."""
-    out = estimate_zone(s, o, p, ALL)
+    out = estimate_zone(s, o, p)
     n = len(EstimatorState._fields)
     return EstimatorState(*out[:n]), Estimate(*out[n:])
 
 
-def estimate_zone(
-    s: EstimatorState, o: Observation, p: EstimatorParams, i: Index
-) -> tuple[Elem, ...]:
+def estimate_zone(s: EstimatorState, o: Observation, p: EstimatorParams) -> tuple[Elem, ...]:
     """One estimation step, elementwise (see controller.law): the EstimatorState fields, then
     the Estimate fields."""
     dt = o.dt_s
-    counter_in = _within(o.counter_in[i], 0.0, MAX_PLAUSIBLE_REGISTER)
-    counter_out = _within(o.counter_out[i], 0.0, MAX_PLAUSIBLE_REGISTER)
-    co2_ppm = _within(o.co2_ppm[i], 0.0, MAX_PLAUSIBLE_PPM)
-    co2_out_ppm = _within(o.co2_out_ppm[i], 0.0, MAX_PLAUSIBLE_PPM)
+    counter_in = _within(o.counter_in, 0.0, MAX_PLAUSIBLE_REGISTER)
+    counter_out = _within(o.counter_out, 0.0, MAX_PLAUSIBLE_REGISTER)
+    co2_ppm = _within(o.co2_ppm, 0.0, MAX_PLAUSIBLE_PPM)
+    co2_out_ppm = _within(o.co2_out_ppm, 0.0, MAX_PLAUSIBLE_PPM)
     airflow = xp.where(
-        _within(o.airflow_m3s[i], 0.0, MAX_PLAUSIBLE_AIRFLOW_M3S) > 0.0, o.airflow_m3s[i], 0.0
+        _within(o.airflow_m3s, 0.0, MAX_PLAUSIBLE_AIRFLOW_M3S) > 0.0, o.airflow_m3s, 0.0
     )
     # --- counter: IN − OUT + offset, never negative, continuous across device resets ---
-    c_ok = p.has_counter[i] & xp.isfinite(counter_in) & xp.isfinite(counter_out)
+    c_ok = p.has_counter & xp.isfinite(counter_in) & xp.isfinite(counter_out)
     raw = xp.where(c_ok, counter_in - counter_out, 0.0)
-    seen = c_ok & xp.isfinite(s.last_in[i])
-    reset = seen & ((counter_in < s.last_in[i]) | (counter_out < s.last_out[i]))
+    seen = c_ok & xp.isfinite(s.last_in)
+    reset = seen & ((counter_in < s.last_in) | (counter_out < s.last_out))
     # Registers restart from 0 at a reset: what they hold then happened since the reset.
-    entered = xp.where(seen, xp.where(reset, counter_in, counter_in - s.last_in[i]), 0.0)
-    exited = xp.where(seen, xp.where(reset, counter_out, counter_out - s.last_out[i]), 0.0)
-    since_entry_s = xp.where(entered > 0.0, 0.0, s.since_entry_s[i] + dt)
-    since_exit_s = xp.where(exited > 0.0, 0.0, s.since_exit_s[i] + dt)
-    exits_since_entry = xp.where(entered > 0.0, 0.0, s.exits_since_entry[i]) + exited
+    entered = xp.where(seen, xp.where(reset, counter_in, counter_in - s.last_in), 0.0)
+    exited = xp.where(seen, xp.where(reset, counter_out, counter_out - s.last_out), 0.0)
+    since_entry_s = xp.where(entered > 0.0, 0.0, s.since_entry_s + dt)
+    since_exit_s = xp.where(exited > 0.0, 0.0, s.since_exit_s + dt)
+    exits_since_entry = xp.where(entered > 0.0, 0.0, s.exits_since_entry) + exited
     # A nightly device reset is the field practice's daily zeroing, unless people just came in
     # (the entries since the reset itself excluded: they are counted in the registers).
-    recent_entry = (s.since_entry_s[i] + dt) < RESET_KEEPS_COUNT_IF_ENTRY_WITHIN_S
-    carry = xp.where(recent_entry, s.counted[i], 0.0)
+    recent_entry = (s.since_entry_s + dt) < RESET_KEEPS_COUNT_IF_ENTRY_WITHIN_S
+    carry = xp.where(recent_entry, s.counted, 0.0)
     # First reading: the registers' history is unknown, start from the current estimate.
-    offset = xp.where(reset, carry, xp.where(c_ok & ~seen, s.counted[i] - raw, s.offset[i]))
+    offset = xp.where(reset, carry, xp.where(c_ok & ~seen, s.counted - raw, s.offset))
     count = raw + offset
     offset = xp.where(count < 0.0, offset - count, offset)  # missed INs cannot make people < 0
-    count = xp.where(c_ok, xp.maximum(count, 0.0), s.counted[i])
-    steady_s = xp.where(count != s.counted[i], 0.0, s.steady_s[i] + dt)
+    count = xp.where(c_ok, xp.maximum(count, 0.0), s.counted)
+    steady_s = xp.where(count != s.counted, 0.0, s.steady_s + dt)
 
     # --- CO2 mass balance on low-passed CO2 ---
-    q_ok = p.has_co2[i] & xp.isfinite(co2_ppm) & xp.isfinite(co2_out_ppm)
+    q_ok = p.has_co2 & xp.isfinite(co2_ppm) & xp.isfinite(co2_out_ppm)
     alpha = -xp.expm1(-dt / CO2_FILTER_S)
-    had_f = xp.isfinite(s.co2_f[i])
-    co2_f = xp.where(had_f, s.co2_f[i] + alpha * (co2_ppm - s.co2_f[i]), co2_ppm)
-    co2_f = xp.where(q_ok, co2_f, s.co2_f[i])
-    d_raw = xp.where(q_ok & had_f, (co2_f - s.co2_f[i]) / dt, 0.0)
-    dco2 = xp.where(q_ok, s.dco2_ppm_s[i] + alpha * (d_raw - s.dco2_ppm_s[i]), s.dco2_ppm_s[i])
-    q = airflow + p.infiltration_m3s[i]
+    had_f = xp.isfinite(s.co2_f)
+    co2_f = xp.where(had_f, s.co2_f + alpha * (co2_ppm - s.co2_f), co2_ppm)
+    co2_f = xp.where(q_ok, co2_f, s.co2_f)
+    d_raw = xp.where(q_ok & had_f, (co2_f - s.co2_f) / dt, 0.0)
+    dco2 = xp.where(q_ok, s.dco2_ppm_s + alpha * (d_raw - s.dco2_ppm_s), s.dco2_ppm_s)
+    q = airflow + p.infiltration_m3s
     out_ref = xp.where(
-        xp.isfinite(s.outdoor_ref[i]),
-        s.outdoor_ref[i]
-        + -xp.expm1(-dt / OUTDOOR_REFERENCE_TAU_S) * (co2_out_ppm - s.outdoor_ref[i]),
+        xp.isfinite(s.outdoor_ref),
+        s.outdoor_ref + -xp.expm1(-dt / OUTDOOR_REFERENCE_TAU_S) * (co2_out_ppm - s.outdoor_ref),
         co2_out_ppm,
     )
-    out_ref = xp.where(q_ok, out_ref, s.outdoor_ref[i])
+    out_ref = xp.where(q_ok, out_ref, s.outdoor_ref)
     rise = BASELINE_RISE_PPM_PER_DAY * dt / 86400.0
-    base = xp.fmin(xp.where(xp.isfinite(s.co2_base[i]), s.co2_base[i] + rise, out_ref), co2_f)
+    base = xp.fmin(xp.where(xp.isfinite(s.co2_base), s.co2_base + rise, out_ref), co2_f)
     base = xp.minimum(
         xp.maximum(base, out_ref - BASELINE_MAX_OFFSET_PPM), out_ref + BASELINE_MAX_OFFSET_PPM
     )
-    base = xp.where(q_ok, base, s.co2_base[i])
+    base = xp.where(q_ok, base, s.co2_base)
     excess = xp.where(q_ok, co2_f - base, 0.0)
-    n_raw = (p.volume_m3[i] * dco2 + q * excess) / (1e6 * p.co2_gen_m3s[i])
-    n_co2 = xp.where(q_ok, s.n_co2[i] + alpha * (n_raw - s.n_co2[i]), s.n_co2[i])
-    co2_age_s = xp.where(q_ok, 0.0, s.co2_age_s[i] + dt)
+    n_raw = (p.volume_m3 * dco2 + q * excess) / (1e6 * p.co2_gen_m3s)
+    n_co2 = xp.where(q_ok, s.n_co2 + alpha * (n_raw - s.n_co2), s.n_co2)
+    co2_age_s = xp.where(q_ok, 0.0, s.co2_age_s + dt)
     lost = co2_age_s > CO2_VALID_FOR_S
-    co2_run_s = xp.where(q_ok, s.co2_run_s[i] + dt, xp.where(lost, 0.0, s.co2_run_s[i]))
+    co2_run_s = xp.where(q_ok, s.co2_run_s + dt, xp.where(lost, 0.0, s.co2_run_s))
     have_co2 = (co2_age_s <= CO2_VALID_FOR_S) & (co2_run_s >= CO2_WARMUP_S)
     n_co2_pos = xp.maximum(n_co2, 0.0)
 
     # --- fusion ---
-    plausible = count <= PLAUSIBLE_FACTOR * p.design_occupancy[i] + PLAUSIBLE_MARGIN
+    plausible = count <= PLAUSIBLE_FACTOR * p.design_occupancy + PLAUSIBLE_MARGIN
     have_c = c_ok & plausible
     both = have_c & have_co2
-    empty_s = xp.where(have_co2 & (n_co2 < EMPTY_PERSONS), s.empty_s[i] + dt, 0.0)
-    ghost_max = xp.maximum(GHOST_MAX_PERSONS, GHOST_MAX_FRACTION * p.design_occupancy[i])
+    empty_s = xp.where(have_co2 & (n_co2 < EMPTY_PERSONS), s.empty_s + dt, 0.0)
+    ghost_max = xp.maximum(GHOST_MAX_PERSONS, GHOST_MAX_FRACTION * p.design_occupancy)
     small = have_c & (count > 0.0) & (count <= ghost_max)
     quiet = since_entry_s >= GHOST_CLEAR_AFTER_S
-    visible = 1e6 * p.co2_gen_m3s[i] * count / q >= CO2_DETECTABLE_PPM
+    visible = 1e6 * p.co2_gen_m3s * count / q >= CO2_DETECTABLE_PPM
     co2_decides = have_co2 & visible
     co2_says_empty = empty_s >= GHOST_CLEAR_AFTER_S
     field_rule = (
@@ -249,17 +246,15 @@ def estimate_zone(
     ratio = xp.minimum(
         xp.maximum(n_co2_pos / xp.maximum(count, 1.0), SCALE_RANGE[0]), SCALE_RANGE[1]
     )
-    scale = xp.where(
-        learn, s.scale[i] + -xp.expm1(-dt / SCALE_TAU_S) * (ratio - s.scale[i]), s.scale[i]
-    )
+    scale = xp.where(learn, s.scale + -xp.expm1(-dt / SCALE_TAU_S) * (ratio - s.scale), s.scale)
     sees_people = n_co2 >= xp.maximum(
-        DISTRUST_MIN_PERSONS, DISTRUST_MIN_FRACTION * p.design_occupancy[i]
+        DISTRUST_MIN_PERSONS, DISTRUST_MIN_FRACTION * p.design_occupancy
     )
     disagree = both & (count < EMPTY_PERSONS) & sees_people
-    disagree_s = xp.where(disagree, s.disagree_s[i] + dt, 0.0)
+    disagree_s = xp.where(disagree, s.disagree_s + dt, 0.0)
     distrust = disagree_s >= DISTRUST_AFTER_S
     from_counter = xp.where(have_c, count * scale, xp.nan)
-    margin = CO2_FLOOR_MARGIN_PERSONS + CO2_FLOOR_MARGIN_FRACTION * p.design_occupancy[i]
+    margin = CO2_FLOOR_MARGIN_PERSONS + CO2_FLOOR_MARGIN_FRACTION * p.design_occupancy
     co2_floor = xp.where(have_co2, n_co2 - margin, 0.0)
     occupancy = xp.where(
         have_c & ~distrust,
@@ -276,8 +271,8 @@ def estimate_zone(
     )
     return (
         offset,
-        xp.where(c_ok, counter_in, s.last_in[i]),
-        xp.where(c_ok, counter_out, s.last_out[i]),
+        xp.where(c_ok, counter_in, s.last_in),
+        xp.where(c_ok, counter_out, s.last_out),
         count,
         since_entry_s,
         exits_since_entry,

@@ -9,7 +9,7 @@ import numpy as np
 import numpy as xp  # backend of the elementwise stage (see controller.law)
 import numpy.typing as npt
 
-from sensors.arrays import ALL, Elem, FloatArray, Index
+from sensors.arrays import Elem, FloatArray
 
 
 class Quality(IntFlag):
@@ -73,36 +73,35 @@ def check(
     Returns the new state, the clean value (NaN unless GOOD) and the quality flags.
     """
     with np.errstate(over="ignore", invalid="ignore"):  # ±1e308 readings: inf differences
-        out = check_reading(state, value, age_s, p, dt_s, ALL)
+        out = check_reading(state, value, age_s, p, dt_s)
     n = len(CheckState._fields)
     return CheckState(*out[:n]), out[n], out[n + 1].astype(np.int16)
 
 
-def check_reading(  # noqa: PLR0917  (positional: numba binds no keyword-only arguments)
-    s: CheckState, value: Elem, age_s: Elem, p: CheckParams, dt_s: float, i: Index
+def check_reading(
+    s: CheckState, value: Elem, age_s: Elem, p: CheckParams, dt_s: float
 ) -> tuple[Elem, ...]:
     """One reading, elementwise (see controller.law): the CheckState fields, the clean value and
     the quality flags."""
-    value = value[i]
-    last_value = s.last_value[i]
-    last_good = s.last_good[i]
-    good_age_s = s.good_age_s[i]
+    last_value = s.last_value
+    last_good = s.last_good
+    good_age_s = s.good_age_s
     present = xp.isfinite(value)
     missing = ~present
-    stale = present & (age_s[i] > p.stale_after_s[i])
-    out_of_range = present & ~stale & ((value < p.lo[i]) | (value > p.hi[i]))
+    stale = present & (age_s > p.stale_after_s)
+    out_of_range = present & ~stale & ((value < p.lo) | (value > p.hi))
     same = present & (value == last_value)
     # A gap (missing reading) does not end a stuck episode: a frozen sensor on a flaky link is
     # still frozen.
-    unchanged_s = xp.where(same | missing, s.unchanged_s[i] + dt_s, 0.0)
-    stuck = same & (unchanged_s >= p.stuck_after_s[i])
+    unchanged_s = xp.where(same | missing, s.unchanged_s + dt_s, 0.0)
+    stuck = same & (unchanged_s >= p.stuck_after_s)
     candidate = present & ~stale & ~out_of_range & ~stuck
     have_good = xp.isfinite(last_good)
-    max_rate = p.max_rate_per_s[i]
+    max_rate = p.max_rate_per_s
     jump = candidate & have_good & (xp.abs(value - last_good) > max_rate * (good_age_s + dt_s))
     # Consecutive rejected readings that agree with each other are a real change.
     agree = xp.abs(value - last_value) <= max_rate * dt_s
-    rejected = xp.where(jump, xp.where(agree, s.rejected[i] + 1, 1), 0)
+    rejected = xp.where(jump, xp.where(agree, s.rejected + 1, 1), 0)
     spike = jump & (rejected < SPIKE_CONFIRM_READINGS)
     good = candidate & ~spike
     quality = (

@@ -14,8 +14,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
+import numpy as xp  # backend of the elementwise stage (see controller.law)
 
-from sensors.arrays import FloatArray, IntArray
+from sensors.arrays import Elem, FloatArray, IntArray
 
 UNOCCUPIED_LOW_C = 15.0  # BOPTEST bestest_air unoccupied heating bound [V: domain.md §6]
 UNOCCUPIED_HIGH_C = 30.0
@@ -67,25 +68,45 @@ class KpiAccumulator:
         coil_cool_w: FloatArray,
     ) -> None:
         """Add one step. `people` is the true occupancy; temperatures are step means."""
-        h = dt_s / 3600.0
-        present = people > 0.0
-        settled = present & (self.present_s >= COMFORT_DWELL_S)  # there 15 min when it began
-        self.present_s = np.where(present, self.present_s + dt_s, 0.0)
-        low = np.where(settled, band_low_c, UNOCCUPIED_LOW_C)
-        high = np.where(settled, band_high_c, UNOCCUPIED_HIGH_C)
-        dev = np.maximum(low - t_op_c, 0.0) + np.maximum(t_op_c - high, 0.0)
-        self.tdis_kh += dev * h
-        over = np.maximum(co2_ppm - co2_limit_ppm, 0.0)
-        self.idis_ppmh += over * h
-        self.occupied_h += present * h
-        self.comfortable_h += (present & (dev == 0.0) & (over == 0.0)) * h  # judged while settled
-        short = present & (delivered_oa_m3s < SHORTFALL_TOLERANCE * required_oa_m3s)
-        self.short_h += short * h
+        tdis, idis, occ, comfy, short, present = kpi_zone(
+            dt_s, t_op_c, band_low_c, band_high_c, co2_ppm, co2_limit_ppm, people,
+            delivered_oa_m3s, required_oa_m3s, self.present_s,
+        )  # fmt: skip
+        self.tdis_kh += tdis
+        self.idis_ppmh += idis
+        self.occupied_h += occ
+        self.comfortable_h += comfy
+        self.short_h += short
+        self.present_s = present
         self.zone_heat_j += zone_heat_w * dt_s
         self.zone_cool_j += zone_cool_w * dt_s
         self.fan_j += fan_w * dt_s
         self.coil_heat_j += coil_heat_w * dt_s
         self.coil_cool_j += coil_cool_w * dt_s
+
+
+def kpi_zone(  # noqa: PLR0917  (positional: numba binds no keyword-only arguments)
+    dt_s: float, t_op_c: Elem, band_low_c: Elem, band_high_c: Elem, co2_ppm: Elem,
+    co2_limit_ppm: Elem, people: Elem, delivered_oa_m3s: Elem, required_oa_m3s: Elem,
+    present_s: Elem,
+) -> tuple[Elem, ...]:  # fmt: skip
+    """One step's increments of (tdis K·h, idis ppm·h, occupied h, comfortable h, short h) and
+    the new time-present, elementwise (see controller.law)."""
+    h = dt_s / 3600.0
+    t_op, n = t_op_c, people
+    present = n > 0.0
+    was_present_s = present_s
+    settled = present & (was_present_s >= COMFORT_DWELL_S)  # there 15 min when the step began
+    low = xp.where(settled, band_low_c, UNOCCUPIED_LOW_C)
+    high = xp.where(settled, band_high_c, UNOCCUPIED_HIGH_C)
+    dev = xp.maximum(low - t_op, 0.0) + xp.maximum(t_op - high, 0.0)
+    over = xp.maximum(co2_ppm - co2_limit_ppm, 0.0)
+    comfortable = present & (dev == 0.0) & (over == 0.0)  # judged while settled
+    short = present & (delivered_oa_m3s < SHORTFALL_TOLERANCE * required_oa_m3s)
+    return (
+        dev * h, over * h, present * h, comfortable * h, short * h,
+        xp.where(present, was_present_s + dt_s, 0.0),
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -13,14 +13,12 @@ fan power P = P_design·(Q/Q_design)^n.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 from numba import njit
 
 from sensors.arrays import BoolArray, FloatArray, IntArray
-
-F = FloatArray  # short for the kernel's long signature
 
 RHO_CP_J_M3K = 1.2 * 1005.0  # air density × specific heat at ~20 °C (ISO 13790 uses 1200 J/m³K)
 H_IS_W_M2K = 3.45  # ISO 13790 §7.2.2.2: air-surface heat transfer coefficient
@@ -32,8 +30,7 @@ PEOPLE_CONVECTIVE = 0.5  # ISO 13790 Annex C: half the internal gains to the air
 OP_AIR = 0.3  # ISO 13790 eq. C.11: θ_op = 0.3·θ_air + 0.7·θ_s
 
 
-@dataclass(frozen=True, slots=True)
-class ZonePlant:
+class ZonePlant(NamedTuple):
     """Physical constants per zone row. Every field (n,)."""
 
     area_m2: FloatArray
@@ -56,8 +53,7 @@ class ZonePlant:
     ahu: IntArray
 
 
-@dataclass(frozen=True, slots=True)
-class AhuPlant:
+class AhuPlant(NamedTuple):
     """Per AHU row. Every field (n_ahus,)."""
 
     design_airflow_m3s: FloatArray
@@ -69,16 +65,14 @@ class AhuPlant:
     cooling_cop: FloatArray
 
 
-@dataclass(frozen=True, slots=True)
-class PlantState:
+class PlantState(NamedTuple):
     theta_m_c: FloatArray  # (n,) mass node temperature
     theta_air_c: FloatArray  # (n,) air temperature (mean over the last step)
     theta_s_c: FloatArray  # (n,) surface temperature (mean over the last step)
     co2_ppm: FloatArray  # (n,) at the end of the last step
 
 
-@dataclass(frozen=True, slots=True)
-class Drive:
+class Drive(NamedTuple):
     """What acts on the building during one step. Zone arrays (n,), AHU arrays (n_ahus,)."""
 
     t_out_c: FloatArray  # (n,) outdoor temperature seen by each zone row
@@ -93,8 +87,7 @@ class Drive:
     ahu_t_out_c: FloatArray  # (n_ahus,) outdoor temperature at the AHU intake
 
 
-@dataclass(frozen=True, slots=True)
-class Flows:
+class Flows(NamedTuple):
     """Step-mean heat flows and powers, W. Zone arrays (n,), AHU arrays (n_ahus,)."""
 
     zone_heating_w: FloatArray
@@ -129,35 +122,45 @@ def step(
     s: PlantState, d: Drive, zp: ZonePlant, ap: AhuPlant, dt_s: float
 ) -> tuple[PlantState, Flows]:
     """Advance every zone and AHU by one step of dt_s seconds with constant inputs."""
-    out = _step_kernel(
-        float(dt_s), s.theta_m_c, s.theta_air_c, s.co2_ppm,
-        d.t_out_c, d.solar_wm2, d.co2_out_ppm, d.people, d.equipment_on, d.airflow_m3s,
-        d.t_heat_c, d.t_cool_c, d.ahu_supply_c, d.ahu_t_out_c,
-        zp.area_m2, zp.volume_m3, zp.c_m_j_k, zp.h_tr_w, zp.h_tr_em, zp.h_tr_ms, zp.h_tr_is,
-        zp.a_m_over_a_t, zp.h_win_over_h_ms_a_t, zp.solar_aperture_m2, zp.infiltration_m3s,
-        zp.co2_gen_m3s, zp.sensible_w_per_person, zp.equipment_w_m2, zp.heat_cap_w,
-        zp.cool_cap_w, zp.ahu,
-        ap.design_airflow_m3s, ap.fan_power_design_w, ap.fan_exponent, ap.hr_effectiveness,
-        ap.has_cooling,
-    )  # fmt: skip
-    return PlantState(*out[:4]), Flows(*out[4:])
+    new = PlantState(*(x.copy() for x in s))
+    n, na = zp.area_m2.shape[0], ap.design_airflow_m3s.shape[0]
+    flows = Flows(*(np.empty(n) for _ in range(5)), *(np.empty(na) for _ in range(6)))
+    advance(new, d, zp, ap, float(dt_s), flows)
+    return new, flows
 
 
 # The kernel below is the model: one pass over AHUs' zones to sum their airflow, one per AHU,
 # one per zone. numba compiles it to a fused loop; with NUMBA_DISABLE_JIT=1 it runs as Python.
 @njit(cache=True)
-def _step_kernel(  # noqa: PLR0917  (the plant's state, drive and constants, flat for numba)
-    dt: float, theta_m0: F, theta_air_prev: F, co2_0: F,
-    t_out: F, solar: F, co2_out: F, people: F, equipment_on: F, airflow: F, t_heat: F,
-    t_cool: F, ahu_supply_set: F, ahu_t_out: F,
-    area: F, volume: F, c_m: F, h_tr_w: F, h_tr_em: F, h_tr_ms: F, h_tr_is: F, am_at: F,
-    hw_hms_at: F, aperture: F, infiltration: F, co2_gen: F, sensible_pp: F, equipment_w_m2: F,
-    heat_cap: F, cool_cap: F, ahu: IntArray,
-    a_design: F, a_fan_design: F, a_exponent: F, a_effectiveness: F, a_has_cooling: BoolArray,
-) -> tuple[F, F, F, F, F, F, F, F, F, F, F, F, F, F, F]:  # fmt: skip
+def advance(  # noqa: PLR0917  (positional: numba binds no keyword-only arguments)
+    s: PlantState, d: Drive, zp: ZonePlant, ap: AhuPlant, dt: float, f: Flows
+) -> None:
+    """Advance state `s` in place by one step of dt seconds; write the step's flows into `f`."""
+    # Each array once out of its tuple: numba then counts no references inside the loops.
+    t_out, solar, co2_out, people = d.t_out_c, d.solar_wm2, d.co2_out_ppm, d.people
+    equipment_on, airflow, t_heat, t_cool = d.equipment_on, d.airflow_m3s, d.t_heat_c, d.t_cool_c
+    ahu_supply_set, ahu_t_out = d.ahu_supply_c, d.ahu_t_out_c
+    area, volume, c_m, h_tr_w, h_tr_em = zp.area_m2, zp.volume_m3, zp.c_m_j_k, zp.h_tr_w, zp.h_tr_em
+    h_tr_ms, h_tr_is, am_at, hw_hms_at = (
+        zp.h_tr_ms,
+        zp.h_tr_is,
+        zp.a_m_over_a_t,
+        zp.h_win_over_h_ms_a_t,
+    )
+    aperture, infiltration, co2_gen = zp.solar_aperture_m2, zp.infiltration_m3s, zp.co2_gen_m3s
+    sensible_pp, equipment_w_m2 = zp.sensible_w_per_person, zp.equipment_w_m2
+    heat_cap, cool_cap, ahu = zp.heat_cap_w, zp.cool_cap_w, zp.ahu
+    a_design, a_fan_design, a_exponent = (
+        ap.design_airflow_m3s,
+        ap.fan_power_design_w,
+        ap.fan_exponent,
+    )
+    a_effectiveness, a_has_cooling = ap.hr_effectiveness, ap.has_cooling
+    theta_air_prev = s.theta_air_c.copy()  # the extract air of the last step
     n = area.shape[0]
     na = a_design.shape[0]
-    q_ahu = np.zeros(na)
+    q_ahu = f.ahu_airflow_m3s
+    q_ahu[:] = 0.0
     q_t_ahu = np.zeros(na)
     for i in range(n):
         q = max(airflow[i], 0.0)
@@ -165,13 +168,17 @@ def _step_kernel(  # noqa: PLR0917  (the plant's state, drive and constants, fla
         q_t_ahu[ahu[i]] += q * theta_air_prev[i]
 
     # --- AHUs: heat recovery with bypass, coils, supply fan heat, fan power law ---
-    supply = np.empty(na)
-    fan_w = np.zeros(na)
-    coil_heat = np.zeros(na)
-    coil_cool = np.zeros(na)
-    hr_w = np.zeros(na)
+    supply = f.ahu_supply_c
+    fan_w = f.fan_w
+    coil_heat = f.coil_heating_w
+    coil_cool = f.coil_cooling_w
+    hr_w = f.heat_recovery_w
     for j in range(na):
         q = q_ahu[j]
+        fan_w[j] = 0.0
+        coil_heat[j] = 0.0
+        coil_cool[j] = 0.0
+        hr_w[j] = 0.0
         if q <= 0.0:
             supply[j] = ahu_supply_set[j]
             continue
@@ -194,22 +201,26 @@ def _step_kernel(  # noqa: PLR0917  (the plant's state, drive and constants, fla
         hr_w[j] = m_cp * (t_hr - te)
 
     # --- zones: ISO 13790 Annex C, C_m/3600 generalized to C_m/dt ---
-    theta_m1 = np.empty(n)
-    theta_air = np.empty(n)
-    theta_s = np.empty(n)
-    co2 = np.empty(n)
-    heating = np.empty(n)
-    cooling = np.empty(n)
-    gains = np.empty(n)
-    ventilation = np.empty(n)
-    transmission = np.empty(n)
+    # The state is advanced in place, zone by zone: each zone reads only its own old state.
+    theta_m1 = s.theta_m_c
+    theta_air = s.theta_air_c
+    theta_s = s.theta_s_c
+    co2 = s.co2_ppm
+    heating = f.zone_heating_w
+    cooling = f.zone_cooling_w
+    gains = f.gains_w
+    ventilation = f.ventilation_w
+    transmission = f.transmission_w
+    inv_dt = 1.0 / dt
     for i in range(n):
         te = t_out[i]
         q_zone = max(airflow[i], 0.0)
         q_total = q_zone + infiltration[i]
+        inv_q = 1.0 / q_total
         h_ve = RHO_CP_J_M3K * q_total
+        inv_h_ve = 1.0 / h_ve
         # Supply air and infiltration mixed into one equivalent supply temperature.
-        theta_sup = (q_zone * supply[ahu[i]] + infiltration[i] * te) / q_total
+        theta_sup = (q_zone * supply[ahu[i]] + infiltration[i] * te) * inv_q
         n_people = max(people[i], 0.0)
         # Gains split over the nodes (ISO 13790 eqs. C.1-C.3); the radiative share
         # H_tr,w/(h_ms·A_t) leaves through the windows at once.
@@ -218,32 +229,34 @@ def _step_kernel(  # noqa: PLR0917  (the plant's state, drive and constants, fla
         rest = (1.0 - PEOPLE_CONVECTIVE) * phi_int + aperture[i] * solar[i]
         phi_m = am_at[i] * rest
         phi_st = (1.0 - am_at[i] - hw_hms_at[i]) * rest
-        h1 = 1.0 / (1.0 / h_ve + 1.0 / h_tr_is[i])
-        h2 = h1 + h_tr_w[i]
-        h3 = 1.0 / (1.0 / h2 + 1.0 / h_tr_ms[i])
-        c_dt = c_m[i] / dt
-        half = 0.5 * (h3 + h_tr_em[i])
-        base_m = phi_m + h_tr_em[i] * te + h3 * (phi_st + h_tr_w[i] * te) / h2
-        sum_s = h_tr_ms[i] + h_tr_w[i] + h1
-        denom_air = h_tr_is[i] + h_ve
-        m0 = theta_m0[i]
+        # Conductances in series, h·h'/(h + h'), one division each.
+        h_is, h_ms, h_w, h_em = h_tr_is[i], h_tr_ms[i], h_tr_w[i], h_tr_em[i]
+        h1 = h_ve * h_is / (h_ve + h_is)
+        h2 = h1 + h_w
+        inv_h2 = 1.0 / h2
+        h3 = h2 * h_ms / (h2 + h_ms)
+        c_dt = c_m[i] * inv_dt
+        half = 0.5 * (h3 + h_em)
+        inv_cn = 1.0 / (c_dt + half)
+        base_m = phi_m + h_em * te + h3 * (phi_st + h_w * te) * inv_h2
+        inv_sum_s = 1.0 / (h_ms + h_w + h1)
+        inv_air = 1.0 / (h_is + h_ve)
+        m0 = theta_m1[i]
         # Everything is affine in the convective heating power phi (ISO 13790 §C.4.2): solve
         # for phi = 0, then for the sensitivity of each node to phi.
-        m_tot = base_m + h3 * h1 * (phi_ia / h_ve + theta_sup) / h2
-        tm1_0 = (m0 * (c_dt - half) + m_tot) / (c_dt + half)
+        m_tot = base_m + h3 * h1 * (phi_ia * inv_h_ve + theta_sup) * inv_h2
+        tm1_0 = (m0 * (c_dt - half) + m_tot) * inv_cn
         tm_0 = 0.5 * (m0 + tm1_0)
-        ts_0 = (
-            h_tr_ms[i] * tm_0 + phi_st + h_tr_w[i] * te + h1 * (theta_sup + phi_ia / h_ve)
-        ) / sum_s
-        ta_0 = (h_tr_is[i] * ts_0 + h_ve * theta_sup + phi_ia) / denom_air
-        dtm1 = (h3 * h1 / (h_ve * h2)) / (c_dt + half)  # per W of phi
-        dts = (h_tr_ms[i] * 0.5 * dtm1 + h1 / h_ve) / sum_s
-        dta = (h_tr_is[i] * dts + 1.0) / denom_air
+        ts_0 = (h_ms * tm_0 + phi_st + h_w * te + h1 * (theta_sup + phi_ia * inv_h_ve)) * inv_sum_s
+        ta_0 = (h_is * ts_0 + h_ve * theta_sup + phi_ia) * inv_air
+        dtm1 = h3 * h1 * inv_h_ve * inv_h2 * inv_cn  # per W of phi
+        dts = (h_ms * 0.5 * dtm1 + h1 * inv_h_ve) * inv_sum_s
+        dta = (h_is * dts + 1.0) * inv_air
         # The local loops hold the operative temperature a room sensor reads.
         op_0 = OP_AIR * ta_0 + (1.0 - OP_AIR) * ts_0
-        d_op = OP_AIR * dta + (1.0 - OP_AIR) * dts
-        need_heat = min(max((t_heat[i] - op_0) / d_op, 0.0), heat_cap[i])
-        need_cool = min(max((op_0 - t_cool[i]) / d_op, 0.0), cool_cap[i])
+        inv_d_op = 1.0 / (OP_AIR * dta + (1.0 - OP_AIR) * dts)
+        need_heat = min(max((t_heat[i] - op_0) * inv_d_op, 0.0), heat_cap[i])
+        need_cool = min(max((op_0 - t_cool[i]) * inv_d_op, 0.0), cool_cap[i])
         phi = need_heat - need_cool
         theta_m1[i] = tm1_0 + phi * dtm1
         theta_s[i] = ts_0 + phi * dts
@@ -252,16 +265,11 @@ def _step_kernel(  # noqa: PLR0917  (the plant's state, drive and constants, fla
         cooling[i] = need_cool
         gains[i] = phi_ia + phi_st + phi_m
         ventilation[i] = h_ve * (theta_sup - theta_air[i])
-        transmission[i] = h_tr_w[i] * (te - theta_s[i]) + h_tr_em[i] * (
-            te - 0.5 * (m0 + theta_m1[i])
-        )
+        transmission[i] = h_w * (te - theta_s[i]) + h_em * (te - 0.5 * (m0 + theta_m1[i]))
         # CO2: exact over the step; (1 − e^(−a))/a → 1 as the air change a = Q·dt/V → 0.
-        a = q_total * dt / volume[i]
+        dt_v = dt / volume[i]
+        a = q_total * dt_v
         phi_a = -math.expm1(-a) / a if a > 1e-12 else 1.0
         source = 1e6 * co2_gen[i] * n_people
-        co2[i] = co2_0[i] + (q_total * (co2_out[i] - co2_0[i]) + source) * (dt / volume[i]) * phi_a
-    return (
-        theta_m1, theta_air, theta_s, co2,
-        heating, cooling, gains, ventilation, transmission,
-        q_ahu, supply, fan_w, coil_heat, coil_cool, hr_w,
-    )  # fmt: skip
+        c0 = co2[i]
+        co2[i] = c0 + (q_total * (co2_out[i] - c0) + source) * dt_v * phi_a

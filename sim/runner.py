@@ -9,20 +9,22 @@ between controllers are the controllers', not luck.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from controller.law import Commands, Inputs, comfort_band, initial_state
+from controller.law import Inputs, comfort_band, initial_state
 from controller.law import step as control_step
 from controller.params import Params, Strategy, compile_params, stack_params
-from controller.schedule import day_hours, scheduled_now, stack_tables, week_table
+from controller.schedule import WeekTable, day_hours, scheduled_now, stack_tables, week_table
 from controller.site import Site
-from sensors.arrays import FloatArray, IntArray, concat_rows
+from sensors.arrays import BoolArray, FloatArray, IntArray, concat_rows
 from sensors.occupancy import (
     EstimatorParams,
     Observation,
@@ -32,6 +34,7 @@ from sensors.occupancy import (
 from sensors.validation import CheckParams, check, initial_check_state
 from sim.building import build_plant, zone_key
 from sim.clock import SimClock, make_clock
+from sim.kernel import Carry, Exogenous, Fixed, Samples, Totals
 from sim.kpi import KpiAccumulator, Kpis, lane_kpis
 from sim.occupants import OccupantProfile, generate_occupancy
 from sim.plant import AhuPlant, Drive, ZonePlant, initial_plant_state, operative_c
@@ -53,6 +56,7 @@ EQUIPMENT_STANDBY_FRACTION = 0.1  # lights and plug loads left on in an empty zo
 INITIAL_TEMPERATURE_C = 21.0
 
 ProgressFn = Callable[[int, int], None]
+log = logging.getLogger(__name__)
 
 PERFECT_COUNTER = CounterErrors(p_miss_in=0.0, p_miss_out=0.0, p_group_miss=0.0, p_double=0.0)
 PERFECT_CO2 = Co2SensorErrors(
@@ -81,6 +85,9 @@ class Scenario:
     record_every_s: int = 900
     sensor_faults: bool = True  # False: perfect counters, CO2 sensors and thermometers
     mismatch: bool = True  # False: the plant is exactly the nominal building
+    # True: the core's stages compiled into one fused loop (sim.fused); False: plain numpy, as
+    # on a gateway. Both give the same results.
+    accelerate: bool = True
 
 
 @dataclass(frozen=True)
@@ -190,9 +197,68 @@ def _exogenous(sc: Scenario, clock: SimClock, closed: frozenset[date]) -> _Exoge
     return _Exogenous(np.stack(people), np.stack(c_in), np.stack(c_out))
 
 
+@dataclass
+class _Run:
+    """Everything a loop needs, prepared once from the scenario."""
+
+    sc: Scenario
+    lanes: tuple[Lane, ...]
+    clock: SimClock
+    k_count: int  # first counted step (after warm-up)
+    closed: frozenset[date]
+    ws: WeatherSeries
+    ex: _Exogenous
+    seed_of_lane: IntArray
+    params: Params
+    zp: ZonePlant
+    ap: AhuPlant
+    oracle: BoolArray
+    co2_bank: Co2SensorBank
+    thermo: ThermometerBank
+    limits: CheckParams
+    est_params: EstimatorParams
+    table: WeekTable
+    rec_rows: IntArray
+    rec_every: int
+    co2_out_actual: FloatArray  # (n_steps,) the site's true outdoor CO2
+
+    @property
+    def n(self) -> int:
+        return self.params.zones.n
+
+    @property
+    def n_zones(self) -> int:
+        return len(self.sc.site.zone)
+
+
 def simulate(sc: Scenario, progress: ProgressFn | None = None) -> RunResult:
     """Run every lane of the scenario through the same closed loop."""
     t_setup = time.perf_counter()
+    run = _prepare(sc)
+    t_loop = time.perf_counter()
+    loop = _loop_fused if sc.accelerate else _loop_numpy
+    acc, series = loop(run, progress)
+    loop_s = time.perf_counter() - t_loop
+    site = sc.site
+    nz, n_ahu, nl = run.n_zones, len(site.ahu), len(run.lanes)
+    kpis = tuple(
+        lane_kpis(
+            acc,
+            rows=slice(i * nz, (i + 1) * nz),
+            ahu_rows=slice(i * n_ahu, (i + 1) * n_ahu),
+            area_m2=run.params.zones.area_m2,
+            heating_efficiency=site.energy.heating_efficiency,
+            cooling_cop=site.energy.cooling_cop,
+        )
+        for i in range(nl)
+    )
+    steps = run.clock.n_steps
+    return RunResult(
+        sc, run.lanes, kpis, series, steps, steps * run.n, acc, t_loop - t_setup, loop_s
+    )
+
+
+def _prepare(sc: Scenario) -> _Run:
     site = sc.site
     nz = len(site.zone)
     lanes = tuple(Lane(c, s) for s in sc.seeds for c in sc.controllers)
@@ -200,127 +266,156 @@ def simulate(sc: Scenario, progress: ProgressFn | None = None) -> RunResult:
     n = nl * nz
     first = sc.start - timedelta(days=sc.warmup_days)
     clock = make_clock(first, sc.days + sc.warmup_days, sc.dt_s, site.tz)
-    k_count = int(np.searchsorted(clock.local_day, sc.start.toordinal()))
     years = sorted({d.year for d in clock.days} | {clock.days[-1].year + 1})
     closed = site.site.closed_days(years)
     weather = sc.weather or synthetic_helsinki(sc.weather_seed)
-    ws: WeatherSeries = sample(weather, clock.epoch_s)
-    ex = _exogenous(sc, clock, closed)
-    seed_of_lane = np.array([sc.seeds.index(lane.seed) for lane in lanes])
-
-    params: Params = stack_params([compile_params(site, lane.controller) for lane in lanes])
+    params = stack_params([compile_params(site, lane.controller) for lane in lanes])
     z = params.zones
     plants = {seed: build_plant(site, seed, mismatch=sc.mismatch) for seed in sc.seeds}
     n_ahu = len(site.ahu)
-    zp: ZonePlant = concat_rows(
-        [plants[lane.seed][0] for lane in lanes], shift={"ahu": [i * n_ahu for i in range(nl)]}
-    )
-    ap: AhuPlant = concat_rows([plants[lane.seed][1] for lane in lanes])
-    oracle_rows = np.repeat([lane.controller is Strategy.ORACLE for lane in lanes], nz)
-
     row_seeds = np.repeat(np.array([lane.seed for lane in lanes], dtype=np.int64), nz)
     row_keys = np.tile(np.array([zone_key(zc.name) for zc in site.zone], dtype=np.int64), nl)
-    co2_bank = Co2SensorBank(
-        row_seeds, row_keys, clock, Co2SensorErrors() if sc.sensor_faults else PERFECT_CO2
-    )
-    thermo = ThermometerBank(
-        row_seeds, row_keys, clock, ThermometerErrors() if sc.sensor_faults else PERFECT_THERMOMETER
-    )
-    # Validation limits: CO2 never reads below ~250 ppm outdoors nor changes 20 ppm/s in a room;
-    # NDIR noise makes 30 min of identical readings a stuck sensor. Room temperatures move slowly.
-    # CO2 rows then temperature rows: one validation call per step for both.
-    limits = concat_rows(
+    nominal_infiltration = np.array(
         [
-            _check_params(n, 250.0, 5000.0, 1800.0, 20.0),
-            _check_params(n, -10.0, 50.0, 12 * 3600.0, 0.05),
+            zc.infiltration_ach * r.volume_m3 / 3600.0
+            for zc, r in zip(site.zone, site.resolved, strict=True)
         ]
     )
-    readings_check = initial_check_state(2 * n)
-    reading_age = np.zeros(2 * n)
-
-    nominal_infiltration = np.tile(
-        np.array(
+    rec_idx = np.array([[site.zone_index[name] for name in sc.record_zones]] * nl, dtype=np.int64)
+    tod = clock.local_tod_s
+    return _Run(
+        sc=sc,
+        lanes=lanes,
+        clock=clock,
+        k_count=int(np.searchsorted(clock.local_day, sc.start.toordinal())),
+        closed=closed,
+        ws=sample(weather, clock.epoch_s),
+        ex=_exogenous(sc, clock, closed),
+        seed_of_lane=np.array([sc.seeds.index(lane.seed) for lane in lanes]),
+        params=params,
+        zp=concat_rows(
+            [plants[lane.seed][0] for lane in lanes], shift={"ahu": [i * n_ahu for i in range(nl)]}
+        ),
+        ap=concat_rows([plants[lane.seed][1] for lane in lanes]),
+        oracle=np.repeat([lane.controller is Strategy.ORACLE for lane in lanes], nz),
+        co2_bank=Co2SensorBank(
+            row_seeds, row_keys, clock, Co2SensorErrors() if sc.sensor_faults else PERFECT_CO2
+        ),
+        thermo=ThermometerBank(
+            row_seeds,
+            row_keys,
+            clock,
+            ThermometerErrors() if sc.sensor_faults else PERFECT_THERMOMETER,
+        ),
+        # Validation limits: CO2 never reads below ~250 ppm outdoors nor changes 20 ppm/s in a
+        # room; NDIR noise makes 30 min of identical readings a stuck sensor. Room temperatures
+        # move slowly. CO2 rows then temperature rows: one validation call per step for both.
+        limits=concat_rows(
             [
-                zc.infiltration_ach * r.volume_m3 / 3600.0
-                for zc, r in zip(site.zone, site.resolved, strict=True)
+                _check_params(n, 250.0, 5000.0, 1800.0, 20.0),
+                _check_params(n, -10.0, 50.0, 12 * 3600.0, 0.05),
             ]
         ),
-        nl,
+        est_params=EstimatorParams(
+            volume_m3=z.volume_m3,
+            co2_gen_m3s=z.co2_gen_m3s,
+            infiltration_m3s=np.tile(nominal_infiltration, nl),
+            design_occupancy=z.design_occupancy,
+            has_counter=np.tile(np.array([zc.has_people_counter for zc in site.zone]), nl),
+            has_co2=np.tile(np.array([zc.has_co2_sensor for zc in site.zone]), nl),
+        ),
+        table=stack_tables([week_table([r.occupied_hours for r in site.resolved])] * nl),
+        rec_rows=(rec_idx + (np.arange(nl) * nz)[:, None]).ravel(),
+        rec_every=max(1, sc.record_every_s // sc.dt_s),
+        co2_out_actual=site.site.co2_outdoor_ppm
+        + OUTDOOR_CO2_DAILY_AMPLITUDE_PPM * np.cos(2 * np.pi * (tod - 5 * 3600.0) / 86400.0),
     )
-    est_params = EstimatorParams(
-        volume_m3=z.volume_m3,
-        co2_gen_m3s=z.co2_gen_m3s,
-        infiltration_m3s=nominal_infiltration,
-        design_occupancy=z.design_occupancy,
-        has_counter=np.tile(np.array([zc.has_people_counter for zc in site.zone]), nl),
-        has_co2=np.tile(np.array([zc.has_co2_sensor for zc in site.zone]), nl),
-    )
-    est_state = initial_estimator_state(n)
-    ctrl_state = initial_state(params)
-    plant_state = initial_plant_state(n, INITIAL_TEMPERATURE_C, site.site.co2_outdoor_ppm)
-    table = stack_tables([week_table([r.occupied_hours for r in site.resolved])] * nl)
 
-    acc = KpiAccumulator.zeros(n, nl * n_ahu)
-    rec_names = sc.record_zones
-    rec_idx = np.array([[site.zone_index[name] for name in rec_names]] * nl, dtype=np.int64)
-    rec_rows = (rec_idx + (np.arange(nl) * nz)[:, None]).ravel()
-    series = Series(zones=rec_names)
-    rec_every = max(1, sc.record_every_s // sc.dt_s)
-    recorder = _Recorder(
-        series,
-        rec_rows,
+
+def _schedule_of_day(run: _Run, day: int) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """Each row's (opening today, closing today, opening tomorrow) for a local date ordinal."""
+    n = run.n
+    today, tomorrow = date.fromordinal(day), date.fromordinal(day + 1)
+    open_today, close_today = day_hours(
+        run.table, np.full(n, today.weekday()), np.full(n, today in run.closed)
+    )
+    open_tomorrow, _ = day_hours(
+        run.table, np.full(n, tomorrow.weekday()), np.full(n, tomorrow in run.closed)
+    )
+    return open_today, close_today, open_tomorrow
+
+
+def _recorder(run: _Run) -> _Recorder:
+    site = run.sc.site
+    nl, nz = len(run.lanes), run.n_zones
+    return _Recorder(
+        Series(zones=run.sc.record_zones),
+        run.rec_rows,
         nl,
         nz,
-        n_ahu,
-        z.area_m2.reshape(nl, nz).sum(axis=1),
+        len(site.ahu),
+        run.params.zones.area_m2.reshape(nl, nz).sum(axis=1),
         site.energy.heating_efficiency,
         site.energy.cooling_cop,
     )
 
+
+def _loop_numpy(run: _Run, progress: ProgressFn | None) -> tuple[KpiAccumulator, Series]:
+    """The loop over numpy arrays, step by step: the core exactly as a gateway runs it."""
+    sc, clock, ws, ex, z, zp, ap = (
+        run.sc,
+        run.clock,
+        run.ws,
+        run.ex,
+        run.params.zones,
+        run.zp,
+        run.ap,
+    )
+    n, n_ahu_rows = run.n, run.ap.design_airflow_m3s.shape[0]
+    acc = KpiAccumulator.zeros(n, n_ahu_rows)
+    recorder = _recorder(run)
+    k_count, rec_every, seed_of_lane = run.k_count, run.rec_every, run.seed_of_lane
     dt = float(sc.dt_s)
-    co2_out_nominal = np.full(n, site.site.co2_outdoor_ppm)
+    co2_out_nominal = np.full(n, sc.site.site.co2_outdoor_ppm)
     zeros = np.zeros(n)
-    t_out_rows = np.empty(n)
-    t24_rows = np.empty(n)
-    co2_out_rows = np.empty(n)
-    t_ahu = np.empty(nl * n_ahu)
+    readings_check = initial_check_state(2 * n)
+    reading_age = np.zeros(2 * n)
+    est_state = initial_estimator_state(n)
+    ctrl_state = initial_state(run.params)
+    plant_state = initial_plant_state(n, INITIAL_TEMPERATURE_C, sc.site.site.co2_outdoor_ppm)
     airflow_prev = zeros.copy()
     t_supply_prev = np.full(n, np.nan)
     people_prev = zeros.copy()
     cin_prev = zeros.copy()
     cout_prev = zeros.copy()
+    t_out_rows = np.empty(n)
+    t24_rows = np.empty(n)
+    co2_out_rows = np.empty(n)
+    t_ahu = np.empty(n_ahu_rows)
     required_base = z.ra_m3s * z.area_m2
     day = -1
     open_today = close_today = open_tomorrow = zeros
     report_every = max(1, clock.n_steps // 200)
-    cmd: Commands | None = None
-
-    t_loop = time.perf_counter()
     for k in range(clock.n_steps):
         if clock.local_day[k] != day:
             day = int(clock.local_day[k])
-            today, tomorrow = date.fromordinal(day), date.fromordinal(day + 1)
-            wd = np.full(n, today.weekday())
-            open_today, close_today = day_hours(table, wd, np.full(n, today in closed))
-            open_tomorrow, _ = day_hours(
-                table, np.full(n, tomorrow.weekday()), np.full(n, tomorrow in closed)
-            )
+            open_today, close_today, open_tomorrow = _schedule_of_day(run, day)
         tod = clock.local_tod_s[k]
         scheduled, to_open = scheduled_now(open_today, close_today, open_tomorrow, np.full(n, tod))
 
         # Sensors read the building as it is at the start of the step, then get validated.
-        co2_meas = co2_bank.read(k, plant_state.co2_ppm)
-        t_meas = thermo.read(k, operative_c(plant_state))
+        co2_meas = run.co2_bank.read(k, plant_state.co2_ppm)
+        t_meas = run.thermo.read(k, operative_c(plant_state))
         readings_check, clean, _ = check(
-            readings_check, np.concatenate([co2_meas, t_meas]), reading_age, limits, dt
+            readings_check, np.concatenate([co2_meas, t_meas]), reading_age, run.limits, dt
         )
         co2_clean, t_clean = clean[:n], clean[n:]
         est_state, est = estimate(
             est_state,
             Observation(dt, cin_prev, cout_prev, co2_clean, co2_out_nominal, airflow_prev),
-            est_params,
+            run.est_params,
         )
-        occupancy_in = np.where(oracle_rows, people_prev, est.occupancy)
+        occupancy_in = np.where(run.oracle, people_prev, est.occupancy)
         t24_rows.fill(ws.t_out_24h_c[k])
         t_out_rows.fill(ws.t_out_c[k])
         ctrl_state, cmd = control_step(
@@ -337,15 +432,12 @@ def simulate(sc: Scenario, progress: ProgressFn | None = None) -> RunResult:
                 t_out_24h_c=t24_rows,
                 co2_out_ppm=co2_out_nominal,
             ),
-            params,
+            run.params,
         )
 
         people = ex.people[seed_of_lane, k].ravel().astype(np.float64)
         t_ahu.fill(ws.t_out_c[k])
-        co2_out_rows.fill(
-            site.site.co2_outdoor_ppm
-            + OUTDOOR_CO2_DAILY_AMPLITUDE_PPM * np.cos(2 * np.pi * (tod - 5 * 3600.0) / 86400.0)
-        )
+        co2_out_rows.fill(run.co2_out_actual[k])
         plant_state, flows = plant_step(
             plant_state,
             Drive(
@@ -365,7 +457,7 @@ def simulate(sc: Scenario, progress: ProgressFn | None = None) -> RunResult:
             dt,
         )
         if k >= k_count:
-            band_lo, band_hi = comfort_band(params, t24_rows)
+            band_lo, band_hi = comfort_band(run.params, t24_rows)
             t_op = operative_c(plant_state)
             acc.add(
                 dt_s=dt,
@@ -383,7 +475,7 @@ def simulate(sc: Scenario, progress: ProgressFn | None = None) -> RunResult:
                 coil_heat_w=flows.coil_heating_w,
                 coil_cool_w=flows.coil_cooling_w,
             )
-            if rec_names and (k - k_count) % rec_every == 0:
+            if sc.record_zones and (k - k_count) % rec_every == 0:
                 recorder.add(
                     clock.epoch_s[k] + dt,
                     acc,
@@ -404,23 +496,141 @@ def simulate(sc: Scenario, progress: ProgressFn | None = None) -> RunResult:
         cout_prev = ex.counter_out[seed_of_lane, k].ravel().astype(np.float64)
         if progress is not None and (k % report_every == 0 or k == clock.n_steps - 1):
             progress(k + 1, clock.n_steps)
+    return acc, recorder.series
 
-    loop_s = time.perf_counter() - t_loop
-    kpis = tuple(
-        lane_kpis(
-            acc,
-            rows=slice(i * nz, (i + 1) * nz),
-            ahu_rows=slice(i * n_ahu, (i + 1) * n_ahu),
-            area_m2=z.area_m2,
-            heating_efficiency=site.energy.heating_efficiency,
-            cooling_cop=site.energy.cooling_cop,
+
+_run_steps: list[Callable[..., Any]] = []
+
+
+def _compiled_run_steps() -> Callable[..., Any]:
+    """The fused loop, compiled once per process (and cached on disk across processes)."""
+    if not _run_steps:
+        from sim.fused import compile_run_steps  # noqa: PLC0415  (compiling is the slow part)
+
+        _run_steps.append(compile_run_steps())
+        log.info(
+            "preparing the compiled simulator loop: about half a minute the first time, "
+            "then read from numba's cache"
         )
-        for i in range(nl)
+    return _run_steps[0]
+
+
+def _loop_fused(run: _Run, progress: ProgressFn | None) -> tuple[KpiAccumulator, Series]:
+    """The same loop, compiled: the core's stages zone by zone, a day of steps per call."""
+    sc, clock, ws, ex = run.sc, run.clock, run.ws, run.ex
+    n = run.n
+    n_ahu_rows = run.ap.design_airflow_m3s.shape[0]
+    run_steps = _compiled_run_steps()
+    dt = float(sc.dt_s)
+    acc = KpiAccumulator.zeros(n, n_ahu_rows)
+    totals = Totals(*(getattr(acc, name) for name in Totals._fields))
+    n_rec = run.rec_rows.shape[0] if sc.record_zones else 0
+    counted = max(clock.n_steps - run.k_count, 0)
+    n_samples = -(-counted // run.rec_every) if n_rec else 0
+
+    def zone_samples() -> FloatArray:
+        return np.full((n_samples, n_rec), np.nan)
+
+    samples = Samples(
+        zone_samples(),
+        zone_samples(),
+        zone_samples(),
+        zone_samples(),
+        zone_samples(),
+        zone_samples(),
+        zone_samples(),
+        zone_samples(),
+        np.empty(n_samples),
+        np.empty((n_samples, n_ahu_rows)),
+        np.empty((n_samples, n)),
+        np.empty((n_samples, n)),
+        np.empty((n_samples, n_ahu_rows)),
+        np.empty((n_samples, n_ahu_rows)),
     )
-    setup_s = t_loop - t_setup
-    return RunResult(
-        sc, lanes, kpis, series, clock.n_steps, clock.n_steps * n, acc, setup_s, loop_s
+    fixed = Fixed(
+        run.params, run.est_params, run.limits, run.zp, run.ap, run.oracle,
+        np.full(n, sc.site.site.co2_outdoor_ppm), EQUIPMENT_STANDBY_FRACTION,
+        run.rec_rows if n_rec else np.zeros(0, dtype=np.int64),
+    )  # fmt: skip
+    carry = Carry(
+        initial_plant_state(n, INITIAL_TEMPERATURE_C, sc.site.site.co2_outdoor_ppm),
+        initial_check_state(2 * n),
+        initial_estimator_state(n),
+        initial_state(run.params),
+        np.zeros(n),
+        np.full(n, np.nan),
+        np.zeros(n),
+        -1,
+        -1,
     )
+    starts = np.flatnonzero(np.diff(clock.local_day, prepend=clock.local_day[0] - 1))
+    ends = np.append(starts[1:], clock.n_steps)
+    record_at = 0
+    lane_seed = run.seed_of_lane
+    for k0, k1 in zip(starts.tolist(), ends.tolist(), strict=True):
+        co2_plan = run.co2_bank.enter(k0)
+        thermo_plan = run.thermo.enter(k0)
+        first = run.co2_bank.first_step_of_day
+        open_today, close_today, open_tomorrow = _schedule_of_day(run, int(clock.local_day[k0]))
+        x = Exogenous(
+            epoch_s=clock.epoch_s[k0:k1],
+            tod_s=clock.local_tod_s[k0:k1],
+            t_out_c=ws.t_out_c[k0:k1],
+            t_out_24h_c=ws.t_out_24h_c[k0:k1],
+            co2_out_ppm=run.co2_out_actual[k0:k1],
+            solar_wm2=np.ascontiguousarray(ws.solar_wm2[k0:k1]),
+            people=_rows_by_step(ex.people, lane_seed, k0, k1),
+            counter_in_prev=_rows_by_step(ex.counter_in, lane_seed, k0 - 1, k1 - 1),
+            counter_out_prev=_rows_by_step(ex.counter_out, lane_seed, k0 - 1, k1 - 1),
+            open_today_s=open_today,
+            close_today_s=close_today,
+            open_tomorrow_s=open_tomorrow,
+        )
+        carry, record_at = run_steps(
+            0, k1 - k0, first - k0, dt, run.k_count - k0, run.rec_every if n_rec else 0,
+            record_at, x, fixed, carry, totals, co2_plan, thermo_plan, samples,
+        )  # fmt: skip
+        run.co2_bank.mark_read(k1 - 1)
+        run.thermo.mark_read(k1 - 1)
+        if progress is not None:
+            progress(k1, clock.n_steps)
+    acc.present_s = totals.present_s
+    return acc, _series_from_samples(run, samples, record_at)
+
+
+def _rows_by_step(
+    per_seed: npt.NDArray[Any], lane_seed: IntArray, k0: int, k1: int
+) -> npt.NDArray[Any]:
+    """(steps, rows) of a (seeds, steps, zones) array for steps k0..k1-1, lane-major rows; a step
+    before the run reads as zeros (registers before the first reading)."""
+    lo = max(k0, 0)
+    block = per_seed[lane_seed, lo:k1]  # (lanes, steps, zones)
+    out = np.ascontiguousarray(block.transpose(1, 0, 2).reshape(k1 - lo, -1))
+    if lo > k0:
+        out = np.concatenate([np.zeros((lo - k0, out.shape[1]), dtype=out.dtype), out])
+    return out
+
+
+def _series_from_samples(run: _Run, s: Samples, count: int) -> Series:
+    series = Series(zones=run.sc.record_zones)
+    if not run.sc.record_zones:
+        return series
+    site = run.sc.site
+    nl, nz, na = len(run.lanes), run.n_zones, len(site.ahu)
+    per_m2 = 1.0 / (3.6e6 * run.params.zones.area_m2.reshape(nl, nz).sum(axis=1))
+    limit = run.params.zones.co2_limit_ppm[run.rec_rows]
+    for q in range(count):
+        series.epoch_s.append(float(s.epoch_s[q]))
+        for name in ("people", "estimate", "co2_ppm", "t_op_c", "band_low_c", "band_high_c",
+                     "airflow_m3s", "mode"):  # fmt: skip
+            getattr(series, name).append(getattr(s, name)[q].reshape(nl, -1).copy())
+        series.co2_limit_ppm.append(limit.reshape(nl, -1))
+        heat = s.heat_j[q].reshape(nl, nz).sum(1) + s.coil_heat_j[q].reshape(nl, na).sum(1)
+        cool = s.cool_j[q].reshape(nl, nz).sum(1) + s.coil_cool_j[q].reshape(nl, na).sum(1)
+        series.fan_kwh_m2.append(s.fan_j[q].reshape(nl, na).sum(1) * per_m2)
+        series.heating_kwh_m2.append(heat / site.energy.heating_efficiency * per_m2)
+        series.cooling_kwh_m2.append(cool / site.energy.cooling_cop * per_m2)
+    return series
 
 
 @dataclass(frozen=True)

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
+from numba import njit
 
-from sensors.arrays import FloatArray, IntArray
+from sensors.arrays import BoolArray, FloatArray, IntArray
 from sim.clock import SimClock
 from sim.occupants import Occupancy, stream_rng
 
@@ -151,10 +152,25 @@ def _reset_steps(clock: SimClock, reset_tod_s: float) -> IntArray:
 
 def _registers(seen: IntArray, segment_starts: IntArray) -> npt.NDArray[np.int32]:
     """Registers (n_steps, n_zones) summing passages (n_zones, n_steps) since each segment start."""
-    total = np.cumsum(seen, axis=1)
-    segment = np.cumsum(np.isin(np.arange(seen.shape[1]), segment_starts)) - 1
-    base = (total - seen)[:, segment_starts]
-    return np.ascontiguousarray((total - base[:, segment]).T, dtype=np.int32)
+    starts = np.zeros(seen.shape[1], dtype=np.bool_)
+    starts[segment_starts] = True
+    return _running_sums(seen, starts)
+
+
+@njit(cache=True)
+def _running_sums(seen: IntArray, starts: BoolArray) -> npt.NDArray[np.int32]:
+    # One pass instead of cumsums and gathers over (zones × steps) int64 temporaries: a year of
+    # a building is tens of millions of entries.
+    n_zones, n_steps = seen.shape
+    out = np.empty((n_steps, n_zones), dtype=np.int32)
+    for z in range(n_zones):
+        total = 0
+        for k in range(n_steps):
+            if starts[k]:
+                total = 0
+            total += seen[z, k]
+            out[k, z] = total
+    return out
 
 
 @dataclass(frozen=True)
@@ -209,6 +225,66 @@ class _Spec:
     purpose_drift: int
 
 
+class SensorPlan(NamedTuple):
+    """One day of a bank's exogenous errors, and its per-row state (mutated by read_step)."""
+
+    noise: npt.NDArray[np.float32]  # (steps of the day, n_streams) standard normal draws
+    stream: IntArray  # (n_rows,) stream of each row
+    gain: FloatArray  # (n_rows,)
+    offset: FloatArray  # (n_rows,) static offset + drift at the start of the day
+    drift_rate: FloatArray  # (n_rows,) drift per second through the day
+    day_start_s: float  # epoch of the day's first step
+    noise_sd: float
+    resolution: float
+    floor: float
+    drop_start: IntArray  # dropout events: step of the day they start, sorted
+    drop_rows: IntArray
+    drop_until: FloatArray  # epoch they end
+    stuck_start: IntArray  # stuck episodes, likewise
+    stuck_rows: IntArray
+    stuck_end: FloatArray
+    dropout_until: FloatArray  # (n_rows,) state: epoch each row's dropout ends
+    stuck_until: FloatArray  # (n_rows,) state: epoch each row's stuck episode ends
+    stuck_value: FloatArray  # (n_rows,) state: the value a stuck row repeats
+
+
+@njit(cache=True)
+def read_step(  # noqa: PLR0917  (positional: numba binds no keyword-only arguments)
+    plan: SensorPlan, i: int, prev_i: int, now: float, true: FloatArray, out: FloatArray
+) -> None:
+    """Readings of every row at step i of the plan's day into `out`; events that started after
+    step prev_i (skipped steps included) take effect."""
+    since = now - plan.day_start_s
+    res = plan.resolution
+    for r in range(true.shape[0]):
+        value = (
+            true[r] * plan.gain[r]
+            + plan.offset[r]
+            + plan.drift_rate[r] * since
+            + plan.noise_sd * plan.noise[i, plan.stream[r]]
+        )
+        if res > 0:
+            value = np.rint(value / res) * res
+        out[r] = max(value, plan.floor)
+    lo = np.searchsorted(plan.drop_start, prev_i, side="right")
+    hi = np.searchsorted(plan.drop_start, i, side="right")
+    for e in range(lo, hi):
+        r = plan.drop_rows[e]
+        plan.dropout_until[r] = max(plan.dropout_until[r], plan.drop_until[e])
+    lo = np.searchsorted(plan.stuck_start, prev_i, side="right")
+    hi = np.searchsorted(plan.stuck_start, i, side="right")
+    for e in range(lo, hi):
+        r = plan.stuck_rows[e]
+        if plan.stuck_until[r] <= now:
+            plan.stuck_value[r] = out[r]  # the sensor freezes on the value it reads as it starts
+        plan.stuck_until[r] = max(plan.stuck_until[r], plan.stuck_end[e])
+    for r in range(true.shape[0]):
+        if now < plan.stuck_until[r]:
+            out[r] = plan.stuck_value[r]
+        if now < plan.dropout_until[r]:
+            out[r] = np.nan
+
+
 class _SensorBank:
     """Sensors, one per row, whose exogenous errors come from per-(seed, zone_key) streams.
 
@@ -260,6 +336,8 @@ class _SensorBank:
         self._day_offset = np.zeros(self._n_rows)
         self._drift_rate = np.zeros(self._n_rows)  # per s since the day's first step
         self._drop_start: list[int] = []
+        self._drop_start_arr = np.zeros(0, dtype=np.int64)
+        self._stuck_start_arr = np.zeros(0, dtype=np.int64)
         self._drop_rows = np.zeros(0, dtype=np.int64)
         self._drop_until = np.zeros(0)
         self._stuck_start: list[int] = []
@@ -278,36 +356,31 @@ class _SensorBank:
         prev_i = self._last_step - self._first if day == self._day else -1
         if day != self._day:
             self._enter_day(day)
-        i = step - self._first
-        now = float(self._clock.epoch_s[step])
-        spec = self._spec
-        since = now - float(self._clock.epoch_s[self._first])
-        value = (
-            true * self._gain
-            + self._offset
-            + self._day_offset
-            + self._drift_rate * since
-            + spec.noise_sd * self._noise[i, self._inv]
+        out = np.empty(self._n_rows)
+        read_step(
+            self.plan, step - self._first, prev_i, float(self._clock.epoch_s[step]), true, out
         )
-        if spec.resolution > 0:
-            value = np.round(value / spec.resolution) * spec.resolution
-        value = np.maximum(value, spec.floor)
-
-        # Events that start in the steps since the last read (skipped steps included).
-        lo, hi = bisect_right(self._drop_start, prev_i), bisect_right(self._drop_start, i)
-        if hi > lo:
-            np.maximum.at(self._dropout_until, self._drop_rows[lo:hi], self._drop_until[lo:hi])
-        lo, hi = bisect_right(self._stuck_start, prev_i), bisect_right(self._stuck_start, i)
-        if hi > lo:
-            rows = self._stuck_rows[lo:hi]
-            fresh = rows[self._stuck_until[rows] <= now]
-            # The sensor freezes on the value it reads as the episode starts.
-            self._stuck_value[fresh] = value[fresh]
-            np.maximum.at(self._stuck_until, rows, self._stuck_end[lo:hi])
-        value = np.where(now < self._stuck_until, self._stuck_value, value)
-        value[now < self._dropout_until] = np.nan
         self._last_step = step
-        return value
+        return out
+
+    def day_of(self, step: int) -> int:
+        """The bank's day index of a step (days change at local midnight)."""
+        return int(self._day_of_step[step])
+
+    def enter(self, step: int) -> SensorPlan:
+        """The plan of the day that `step` belongs to, drawn if it is a new day; the fused loop
+        then calls read_step itself for that day's steps (marking them read)."""
+        day = self.day_of(step)
+        if day != self._day:
+            self._enter_day(day)
+        return self.plan
+
+    def mark_read(self, step: int) -> None:
+        self._last_step = step
+
+    @property
+    def first_step_of_day(self) -> int:
+        return self._first
 
     def _enter_day(self, day: int) -> None:
         """Draw the day's noise, dropouts and stuck episodes per stream; set the day's drift."""
@@ -339,6 +412,8 @@ class _SensorBank:
         epoch = clock.epoch_s[first:last]
         self._drop_start, self._drop_rows, self._drop_until = self._fan_out(drops, epoch)
         self._stuck_start, self._stuck_rows, self._stuck_end = self._fan_out(stucks, epoch)
+        self._drop_start_arr = np.asarray(self._drop_start, dtype=np.int64)
+        self._stuck_start_arr = np.asarray(self._stuck_start, dtype=np.int64)
         self._noise = noise
         self._first = first
         self._day = day
@@ -347,6 +422,35 @@ class _SensorBank:
         day_s = float(epoch[-1] - epoch[0]) + clock.dt_s
         self._day_offset = d0[self._inv]
         self._drift_rate = ((d1 - d0) / day_s)[self._inv]
+        self._plan = self._make_plan()
+
+    @property
+    def plan(self) -> SensorPlan:
+        """The current day's plan (built when the day was entered)."""
+        return self._plan
+
+    def _make_plan(self) -> SensorPlan:
+        spec = self._spec
+        return SensorPlan(
+            noise=self._noise,
+            stream=self._inv,
+            gain=self._gain,
+            offset=self._offset + self._day_offset,
+            drift_rate=self._drift_rate,
+            day_start_s=float(self._clock.epoch_s[self._first]),
+            noise_sd=spec.noise_sd,
+            resolution=spec.resolution,
+            floor=spec.floor,
+            drop_start=self._drop_start_arr,
+            drop_rows=self._drop_rows,
+            drop_until=self._drop_until,
+            stuck_start=self._stuck_start_arr,
+            stuck_rows=self._stuck_rows,
+            stuck_end=self._stuck_end,
+            dropout_until=self._dropout_until,
+            stuck_until=self._stuck_until,
+            stuck_value=self._stuck_value,
+        )
 
     def _fan_out(
         self, events: list[tuple[int, int, float]], epoch: FloatArray
