@@ -10,6 +10,7 @@ and take over when it fails. Pure and vectorized: one row per zone; NaN means mi
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import numpy as np
@@ -140,6 +141,22 @@ def initial_estimator_state(n: int) -> EstimatorState:
     )
 
 
+class FilterGains(NamedTuple):
+    """The step's first-order filter gains 1 − e^(−dt/τ): the same for every zone."""
+
+    co2: float  # CO2, its derivative and the mass-balance estimate
+    outdoor: float  # the day-long outdoor reference
+    scale: float  # the counter's undercount factor
+
+
+def filter_gains(dt_s: float) -> FilterGains:
+    return FilterGains(
+        -math.expm1(-dt_s / CO2_FILTER_S),
+        -math.expm1(-dt_s / OUTDOOR_REFERENCE_TAU_S),
+        -math.expm1(-dt_s / SCALE_TAU_S),
+    )
+
+
 def _within(x: Elem, lo: float, hi: float) -> Elem:
     """x where lo <= x <= hi, NaN elsewhere (non-finite values included)."""
     return xp.where((x >= lo) & (x <= hi), x, xp.nan)
@@ -149,12 +166,14 @@ def estimate(
     s: EstimatorState, o: Observation, p: EstimatorParams
 ) -> tuple[EstimatorState, Estimate]:
     """One estimation step for all zones (numpy)."""
-    out = estimate_zone(s, o, p)
+    out = estimate_zone(s, o, p, filter_gains(o.dt_s))
     n = len(EstimatorState._fields)
     return EstimatorState(*out[:n]), Estimate(*out[n:])
 
 
-def estimate_zone(s: EstimatorState, o: Observation, p: EstimatorParams) -> tuple[Elem, ...]:
+def estimate_zone(
+    s: EstimatorState, o: Observation, p: EstimatorParams, g: FilterGains
+) -> tuple[Elem, ...]:
     """One estimation step, elementwise (see controller.law): the EstimatorState fields, then
     the Estimate fields."""
     dt = o.dt_s
@@ -189,7 +208,7 @@ def estimate_zone(s: EstimatorState, o: Observation, p: EstimatorParams) -> tupl
 
     # --- CO2 mass balance on low-passed CO2 ---
     q_ok = p.has_co2 & xp.isfinite(co2_ppm) & xp.isfinite(co2_out_ppm)
-    alpha = -xp.expm1(-dt / CO2_FILTER_S)
+    alpha = g.co2
     had_f = xp.isfinite(s.co2_f)
     co2_f = xp.where(had_f, s.co2_f + alpha * (co2_ppm - s.co2_f), co2_ppm)
     co2_f = xp.where(q_ok, co2_f, s.co2_f)
@@ -198,7 +217,7 @@ def estimate_zone(s: EstimatorState, o: Observation, p: EstimatorParams) -> tupl
     q = airflow + p.infiltration_m3s
     out_ref = xp.where(
         xp.isfinite(s.outdoor_ref),
-        s.outdoor_ref + -xp.expm1(-dt / OUTDOOR_REFERENCE_TAU_S) * (co2_out_ppm - s.outdoor_ref),
+        s.outdoor_ref + g.outdoor * (co2_out_ppm - s.outdoor_ref),
         co2_out_ppm,
     )
     out_ref = xp.where(q_ok, out_ref, s.outdoor_ref)
@@ -246,7 +265,7 @@ def estimate_zone(s: EstimatorState, o: Observation, p: EstimatorParams) -> tupl
     ratio = xp.minimum(
         xp.maximum(n_co2_pos / xp.maximum(count, 1.0), SCALE_RANGE[0]), SCALE_RANGE[1]
     )
-    scale = xp.where(learn, s.scale + -xp.expm1(-dt / SCALE_TAU_S) * (ratio - s.scale), s.scale)
+    scale = xp.where(learn, s.scale + g.scale * (ratio - s.scale), s.scale)
     sees_people = n_co2 >= xp.maximum(
         DISTRUST_MIN_PERSONS, DISTRUST_MIN_FRACTION * p.design_occupancy
     )

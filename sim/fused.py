@@ -98,7 +98,7 @@ _STAGES: dict[types.ModuleType, tuple[str, ...]] = {
         "_episode",
     ),
     controller.schedule: ("scheduled_at",),
-    sensors.occupancy: ("_within", "estimate_zone"),
+    sensors.occupancy: ("_within", "estimate_zone", "filter_gains"),
     sensors.validation: ("check_reading",),
     sim.kpi: ("kpi_zone",),
 }  # fmt: skip

@@ -27,7 +27,13 @@ from controller.law import (
 from controller.params import AhuParams, Params, ZoneParams
 from controller.schedule import scheduled_at
 from sensors.arrays import BoolArray, FloatArray, IntArray
-from sensors.occupancy import EstimatorParams, EstimatorState, Observation, estimate_zone
+from sensors.occupancy import (
+    EstimatorParams,
+    EstimatorState,
+    Observation,
+    estimate_zone,
+    filter_gains,
+)
 from sensors.validation import CheckParams, CheckState, check_reading
 from sim.kpi import kpi_zone
 from sim.plant import OP_AIR, AhuPlant, Drive, Flows, PlantState, ZonePlant, advance
@@ -258,6 +264,7 @@ def estimate_and_demand_all(  # noqa: PLR0917  (positional: numba binds no keywo
     d = w.demand
     n = z.area_m2.shape[0]
     t_out, t24, tod = x.t_out_c[j], x.t_out_24h_c[j], x.tod_s[j]
+    gains = filter_gains(dt)
     for r in range(n):
         obs = Observation(  # a row: scalars where the type says arrays
             dt,
@@ -267,7 +274,7 @@ def estimate_and_demand_all(  # noqa: PLR0917  (positional: numba binds no keywo
             f.co2_out_nominal_ppm[r],
             w.airflow_prev[r],
         )
-        e = estimate_zone(estimator_row(est, r), obs, estimator_params_row(f.estimator, r))
+        e = estimate_zone(estimator_row(est, r), obs, estimator_params_row(f.estimator, r), gains)
         est.offset[r] = e[0]
         est.last_in[r] = e[1]
         est.last_out[r] = e[2]
