@@ -149,6 +149,9 @@ def compile_params(site: Site, strategy: Strategy = Strategy.ILMA) -> Params:
         setback=flag(flags.setback),
         optimal_start=flag(flags.optimal_start),
     )
+    first: dict[str, int] = {}  # each AHU's first zone row
+    for i, r in enumerate(rz):
+        first.setdefault(r.zone.ahu, i)
     ahus = AhuParams(
         design_airflow_m3s=col([a.design_airflow_m3s for a in site.ahu]),
         min_fraction=col([a.min_airflow_fraction for a in site.ahu]),
@@ -156,10 +159,7 @@ def compile_params(site: Site, strategy: Strategy = Strategy.ILMA) -> Params:
         supply_t_max_c=col([a.supply_t_max_c for a in site.ahu]),
         supply_t_design_c=col([a.supply_t_design_c for a in site.ahu]),
         supply_reset=np.full(len(site.ahu), flags.supply_reset, dtype=np.bool_),
-        first_zone=np.array(
-            [next((i for i, r in enumerate(rz) if r.zone.ahu == a.name), 0) for a in site.ahu],
-            dtype=np.int64,
-        ),
+        first_zone=np.array([first.get(a.name, 0) for a in site.ahu], dtype=np.int64),
     )
     return Params(zones, ahus)
 

@@ -137,7 +137,8 @@ def compile_kernel() -> dict[str, Callable[..., Any]]:
     # numba to prune the reference counting of the arrays it takes out of tuples.
     for name in sim.kernel.STAGE_LOOPS:
         ns[name] = njit(cache=True)(_copy(getattr(sim.kernel, name), ns))
-    ns["run_steps"] = njit(cache=True)(_copy(sim.kernel.run_steps, ns))
+    # nogil: the run's independent parts advance on separate threads at once.
+    ns["run_steps"] = njit(cache=True, nogil=True)(_copy(sim.kernel.run_steps, ns))
     return {name: ns[name] for name in (*sim.kernel.STAGE_LOOPS, "run_steps")}
 
 

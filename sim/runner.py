@@ -10,8 +10,11 @@ between controllers are the controllers', not luck.
 from __future__ import annotations
 
 import logging
+import os
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
@@ -88,6 +91,7 @@ class Scenario:
     # True: the core's stages compiled into one fused loop (sim.fused); False: plain numpy, as
     # on a gateway. Both give the same results.
     accelerate: bool = True
+    workers: int | None = None  # threads for the fused loop (default: one per core)
 
 
 @dataclass(frozen=True)
@@ -334,13 +338,19 @@ def _prepare(sc: Scenario) -> _Run:
 
 def _schedule_of_day(run: _Run, day: int) -> tuple[FloatArray, FloatArray, FloatArray]:
     """Each row's (opening today, closing today, opening tomorrow) for a local date ordinal."""
-    n = run.n
+    return _hours_of_day(run.table, run.closed, day)
+
+
+def _hours_of_day(
+    table: WeekTable, closed: frozenset[date], day: int
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    n = table.open_s.shape[0]
     today, tomorrow = date.fromordinal(day), date.fromordinal(day + 1)
     open_today, close_today = day_hours(
-        run.table, np.full(n, today.weekday()), np.full(n, today in run.closed)
+        table, np.full(n, today.weekday()), np.full(n, today in closed)
     )
     open_tomorrow, _ = day_hours(
-        run.table, np.full(n, tomorrow.weekday()), np.full(n, tomorrow in run.closed)
+        table, np.full(n, tomorrow.weekday()), np.full(n, tomorrow in closed)
     )
     return open_today, close_today, open_tomorrow
 
@@ -515,48 +525,195 @@ def _compiled_run_steps() -> Callable[..., Any]:
     return _run_steps[0]
 
 
-def _loop_fused(run: _Run, progress: ProgressFn | None) -> tuple[KpiAccumulator, Series]:
-    """The same loop, compiled: the core's stages zone by zone, a day of steps per call."""
-    sc, clock, ws, ex = run.sc, run.clock, run.ws, run.ex
-    n = run.n
+@dataclass(frozen=True)
+class _Part:
+    """Some AHUs and their zones: a building of its own, run on its own thread.
+
+    Zones interact only through their AHU, and lanes not at all, so a run splits into parts
+    that need nothing from one another; each part's results are exactly what the whole run
+    computes for those rows.
+    """
+
+    rows: IntArray  # the part's zone rows in the run
+    ahu_rows: IntArray  # its AHU rows in the run
+    fixed: Fixed
+    table: WeekTable
+    co2_bank: Co2SensorBank
+    thermo: ThermometerBank
+    seed_idx: IntArray  # per row, the index of its seed in the exogenous arrays
+    zone_idx: IntArray  # per row, its zone in the site
+    record_positions: IntArray  # where the part's recorded rows go in the run's record order
+
+
+def _parts(run: _Run, rows_per_part: int) -> list[_Part]:
+    """The run split into parts of whole AHUs of about `rows_per_part` zone rows each."""
+    zp_ahu = run.zp.ahu
     n_ahu_rows = run.ap.design_airflow_m3s.shape[0]
+    sizes = np.bincount(zp_ahu, minlength=n_ahu_rows)
+    members: list[list[int]] = [[]]
+    filled = 0
+    for a in range(n_ahu_rows):
+        if filled and filled + sizes[a] > rows_per_part:
+            members.append([])
+            filled = 0
+        members[-1].append(a)
+        filled += int(sizes[a])
+    nz = run.n_zones
+    rec = run.rec_rows if run.sc.record_zones else np.zeros(0, dtype=np.int64)
+    parts = []
+    for ahus in members:
+        ahu_rows = np.asarray(ahus, dtype=np.int64)
+        rows = np.flatnonzero(np.isin(zp_ahu, ahu_rows))
+        parts.append(_part(run, rows, ahu_rows, rec, nz))
+    return parts
+
+
+def _take(t: Any, idx: IntArray, remap: dict[str, IntArray] | None = None) -> Any:  # noqa: ANN401
+    """Rows idx of a NamedTuple of arrays; fields in `remap` are index arrays renumbered."""
+    remap = remap or {}
+    return type(t)(*(remap[f] if f in remap else getattr(t, f)[idx] for f in t._fields))
+
+
+def _part(run: _Run, rows: IntArray, ahu_rows: IntArray, rec: IntArray, nz: int) -> _Part:
+    n = run.n
+    local_ahu = np.searchsorted(ahu_rows, run.zp.ahu[rows])
+    position = np.full(n, -1)
+    position[rows] = np.arange(rows.size)
+    z = run.params.zones
+    a = run.params.ahus
+    params = Params(
+        _take(z, rows, {"ahu": local_ahu}),
+        _take(a, ahu_rows, {"first_zone": position[a.first_zone[ahu_rows]]}),
+    )
+    lane_of_row = rows // nz
+    seed_idx = run.seed_of_lane[lane_of_row]
+    sc = run.sc
+    seeds = np.array([run.lanes[i].seed for i in lane_of_row], dtype=np.int64)
+    keys = np.array([zone_key(sc.site.zone[i].name) for i in rows % nz], dtype=np.int64)
+    in_part = np.isin(rec, rows)
+    fixed = Fixed(
+        params,
+        _take(run.est_params, rows),
+        _take(run.limits, np.concatenate([rows, n + rows])),
+        _take(run.zp, rows, {"ahu": local_ahu}),
+        _take(run.ap, ahu_rows),
+        run.oracle[rows],
+        np.full(rows.size, sc.site.site.co2_outdoor_ppm),
+        EQUIPMENT_STANDBY_FRACTION,
+        position[rec[in_part]],
+    )
+    clock = run.clock
+    return _Part(
+        rows=rows,
+        ahu_rows=ahu_rows,
+        fixed=fixed,
+        table=WeekTable(run.table.open_s[rows], run.table.close_s[rows]),
+        co2_bank=Co2SensorBank(
+            seeds, keys, clock, Co2SensorErrors() if sc.sensor_faults else PERFECT_CO2
+        ),
+        thermo=ThermometerBank(
+            seeds, keys, clock, ThermometerErrors() if sc.sensor_faults else PERFECT_THERMOMETER
+        ),
+        seed_idx=seed_idx,
+        zone_idx=rows % nz,
+        record_positions=np.flatnonzero(in_part),
+    )
+
+
+def _loop_fused(run: _Run, progress: ProgressFn | None) -> tuple[KpiAccumulator, Series]:
+    """The same loop, compiled: the core's stages zone by zone, a day of steps per call.
+
+    The run goes in parts of whole AHUs small enough for a core's cache, each part through
+    every day before the next, on as many threads as there are cores.
+    """
+    sc, clock = run.sc, run.clock
+    n, n_ahu_rows = run.n, run.ap.design_airflow_m3s.shape[0]
     run_steps = _compiled_run_steps()
-    dt = float(sc.dt_s)
-    acc = KpiAccumulator.zeros(n, n_ahu_rows)
-    totals = Totals(*(getattr(acc, name) for name in Totals._fields))
+    workers = sc.workers or os.cpu_count() or 1
+    per_part = n if n < PARALLEL_FROM_ROWS else min(PART_ROWS, -(-n // workers))
+    parts = _parts(run, per_part)
     n_rec = run.rec_rows.shape[0] if sc.record_zones else 0
     counted = max(clock.n_steps - run.k_count, 0)
     n_samples = -(-counted // run.rec_every) if n_rec else 0
+    acc = KpiAccumulator.zeros(n, n_ahu_rows)
+    merged = _empty_samples(n_samples, n_rec, n, n_ahu_rows)
+    lock = threading.Lock()
+    done = [0]
 
-    def zone_samples() -> FloatArray:
+    def one(part: _Part) -> int:
+        daily = progress if len(parts) == 1 else None
+        totals, samples, count = _run_part(run, part, run_steps, n_samples, daily)
+        for name in Totals._fields:
+            target = getattr(acc, name)
+            target[part.ahu_rows if name in _AHU_TOTALS else part.rows] = getattr(totals, name)
+        for name in _ZONE_SAMPLES:
+            getattr(merged, name)[:, part.record_positions] = getattr(samples, name)
+        for name in _AHU_TOTALS:
+            getattr(merged, name)[:, part.ahu_rows] = getattr(samples, name)
+        for name in ("heat_j", "cool_j"):
+            getattr(merged, name)[:, part.rows] = getattr(samples, name)
+        merged.epoch_s[:] = samples.epoch_s
+        if progress is not None and daily is None:
+            with lock:
+                done[0] += part.rows.size
+                progress(clock.n_steps * done[0] // n, clock.n_steps)
+        return count
+
+    if len(parts) == 1 or workers == 1:
+        counts = [one(part) for part in parts]
+    else:
+        with ThreadPoolExecutor(min(workers, len(parts)), thread_name_prefix="ilma-sim") as pool:
+            counts = list(pool.map(one, parts))
+    return acc, _series_from_samples(run, merged, counts[0])
+
+
+# Below this many rows a run is one part on one thread: a day of its steps takes well under
+# a millisecond, not worth a thread.
+PARALLEL_FROM_ROWS = 32
+# Zone rows per part: a part's state and the day's inputs stay in a core's cache (measured on
+# bench/sim_speed.py: larger parts run slower per zone).
+PART_ROWS = 512
+_AHU_TOTALS = frozenset({"fan_j", "coil_heat_j", "coil_cool_j"})
+_ZONE_SAMPLES = (
+    "people", "estimate", "co2_ppm", "t_op_c", "band_low_c", "band_high_c", "airflow_m3s", "mode",
+)  # fmt: skip
+
+
+def _empty_samples(n_samples: int, n_rec: int, n: int, n_ahu: int) -> Samples:
+    def zone() -> FloatArray:
         return np.full((n_samples, n_rec), np.nan)
 
-    samples = Samples(
-        zone_samples(),
-        zone_samples(),
-        zone_samples(),
-        zone_samples(),
-        zone_samples(),
-        zone_samples(),
-        zone_samples(),
-        zone_samples(),
+    return Samples(
+        zone(), zone(), zone(), zone(), zone(), zone(), zone(), zone(),
         np.empty(n_samples),
-        np.empty((n_samples, n_ahu_rows)),
+        np.empty((n_samples, n_ahu)),
         np.empty((n_samples, n)),
         np.empty((n_samples, n)),
-        np.empty((n_samples, n_ahu_rows)),
-        np.empty((n_samples, n_ahu_rows)),
-    )
-    fixed = Fixed(
-        run.params, run.est_params, run.limits, run.zp, run.ap, run.oracle,
-        np.full(n, sc.site.site.co2_outdoor_ppm), EQUIPMENT_STANDBY_FRACTION,
-        run.rec_rows if n_rec else np.zeros(0, dtype=np.int64),
+        np.empty((n_samples, n_ahu)),
+        np.empty((n_samples, n_ahu)),
     )  # fmt: skip
+
+
+def _run_part(
+    run: _Run,
+    part: _Part,
+    run_steps: Callable[..., Any],
+    n_samples: int,
+    progress: ProgressFn | None,
+) -> tuple[Totals, Samples, int]:
+    """Every day of the run for one part."""
+    sc, clock, ws, ex = run.sc, run.clock, run.ws, run.ex
+    f = part.fixed
+    n, n_ahu = part.rows.size, part.ahu_rows.size
+    n_rec = f.record_rows.shape[0]
+    acc = KpiAccumulator.zeros(n, n_ahu)
+    totals = Totals(*(getattr(acc, name) for name in Totals._fields))
+    samples = _empty_samples(n_samples, n_rec, n, n_ahu)
     carry = Carry(
         initial_plant_state(n, INITIAL_TEMPERATURE_C, sc.site.site.co2_outdoor_ppm),
         initial_check_state(2 * n),
         initial_estimator_state(n),
-        initial_state(run.params),
+        initial_state(f.params),
         np.zeros(n),
         np.full(n, np.nan),
         np.zeros(n),
@@ -566,46 +723,51 @@ def _loop_fused(run: _Run, progress: ProgressFn | None) -> tuple[KpiAccumulator,
     starts = np.flatnonzero(np.diff(clock.local_day, prepend=clock.local_day[0] - 1))
     ends = np.append(starts[1:], clock.n_steps)
     record_at = 0
-    lane_seed = run.seed_of_lane
+    dt = float(sc.dt_s)
     for k0, k1 in zip(starts.tolist(), ends.tolist(), strict=True):
-        co2_plan = run.co2_bank.enter(k0)
-        thermo_plan = run.thermo.enter(k0)
-        first = run.co2_bank.first_step_of_day
-        open_today, close_today, open_tomorrow = _schedule_of_day(run, int(clock.local_day[k0]))
+        co2_plan = part.co2_bank.enter(k0)
+        thermo_plan = part.thermo.enter(k0)
+        first = part.co2_bank.first_step_of_day
+        day = int(clock.local_day[k0])
+        open_today, close_today, open_tomorrow = _hours_of_day(part.table, run.closed, day)
+        # Copies, not views: threads sharing one array's reference count would contend on it.
         x = Exogenous(
-            epoch_s=clock.epoch_s[k0:k1],
-            tod_s=clock.local_tod_s[k0:k1],
-            t_out_c=ws.t_out_c[k0:k1],
-            t_out_24h_c=ws.t_out_24h_c[k0:k1],
-            co2_out_ppm=run.co2_out_actual[k0:k1],
-            solar_wm2=np.ascontiguousarray(ws.solar_wm2[k0:k1]),
-            people=_rows_by_step(ex.people, lane_seed, k0, k1),
-            counter_in_prev=_rows_by_step(ex.counter_in, lane_seed, k0 - 1, k1 - 1),
-            counter_out_prev=_rows_by_step(ex.counter_out, lane_seed, k0 - 1, k1 - 1),
+            epoch_s=clock.epoch_s[k0:k1].copy(),
+            tod_s=clock.local_tod_s[k0:k1].copy(),
+            t_out_c=ws.t_out_c[k0:k1].copy(),
+            t_out_24h_c=ws.t_out_24h_c[k0:k1].copy(),
+            co2_out_ppm=run.co2_out_actual[k0:k1].copy(),
+            solar_wm2=ws.solar_wm2[k0:k1].copy(),
+            people=_rows_by_step(ex.people, part.seed_idx, part.zone_idx, k0, k1),
+            counter_in_prev=_rows_by_step(
+                ex.counter_in, part.seed_idx, part.zone_idx, k0 - 1, k1 - 1
+            ),
+            counter_out_prev=_rows_by_step(
+                ex.counter_out, part.seed_idx, part.zone_idx, k0 - 1, k1 - 1
+            ),
             open_today_s=open_today,
             close_today_s=close_today,
             open_tomorrow_s=open_tomorrow,
         )
         carry, record_at = run_steps(
             0, k1 - k0, first - k0, dt, run.k_count - k0, run.rec_every if n_rec else 0,
-            record_at, x, fixed, carry, totals, co2_plan, thermo_plan, samples,
+            record_at, x, f, carry, totals, co2_plan, thermo_plan, samples,
         )  # fmt: skip
-        run.co2_bank.mark_read(k1 - 1)
-        run.thermo.mark_read(k1 - 1)
+        part.co2_bank.mark_read(k1 - 1)
+        part.thermo.mark_read(k1 - 1)
         if progress is not None:
             progress(k1, clock.n_steps)
-    acc.present_s = totals.present_s
-    return acc, _series_from_samples(run, samples, record_at)
+    return totals, samples, record_at
 
 
 def _rows_by_step(
-    per_seed: npt.NDArray[Any], lane_seed: IntArray, k0: int, k1: int
+    per_seed: npt.NDArray[Any], seed_idx: IntArray, zone_idx: IntArray, k0: int, k1: int
 ) -> npt.NDArray[Any]:
-    """(steps, rows) of a (seeds, steps, zones) array for steps k0..k1-1, lane-major rows; a step
-    before the run reads as zeros (registers before the first reading)."""
+    """(steps, rows) of a (seeds, steps, zones) array for steps k0..k1-1; a step before the run
+    reads as zeros (registers before the first reading)."""
     lo = max(k0, 0)
-    block = per_seed[lane_seed, lo:k1]  # (lanes, steps, zones)
-    out = np.ascontiguousarray(block.transpose(1, 0, 2).reshape(k1 - lo, -1))
+    block = per_seed[:, lo:k1, :][seed_idx, :, zone_idx]  # (rows, steps)
+    out = np.ascontiguousarray(block.T)
     if lo > k0:
         out = np.concatenate([np.zeros((lo - k0, out.shape[1]), dtype=out.dtype), out])
     return out

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import sim.runner
 from controller.params import Strategy
 from controller.site import Site, load_site
 from sim.runner import RunResult, Scenario, simulate
@@ -58,12 +59,20 @@ def test_seeds_side_by_side_equal_separate_runs() -> None:
     assert set(both.summary()) == {"ilma"}
 
 
-def test_the_compiled_loop_equals_the_numpy_loop_exactly() -> None:
+@pytest.mark.parametrize(
+    ("part_rows", "workers"),
+    [(sim.runner.PART_ROWS, None), (5, 1), (5, 3)],
+    ids=["default-parts", "small-parts-one-thread", "small-parts-three-threads"],
+)
+def test_the_compiled_loop_equals_the_numpy_loop_exactly(
+    part_rows: int, workers: int | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """One core, two backends: the fused, compiled loop computes bit for bit what plain numpy
-    computes, KPIs and recorded series alike."""
+    computes, KPIs and recorded series alike, however the run is split into parts and threads."""
+    monkeypatch.setattr(sim.runner, "PART_ROWS", part_rows)
     sc = short(controllers=tuple(Strategy), record_zones=("lecture-hall", "office-e1"))
     numpy_run = simulate(replace(sc, accelerate=False))
-    fused_run = simulate(replace(sc, accelerate=True))
+    fused_run = simulate(replace(sc, accelerate=True, workers=workers))
     for a, b in zip(numpy_run.kpis, fused_run.kpis, strict=True):
         assert a == b
     for name in ("people", "estimate", "co2_ppm", "t_op_c", "band_low_c", "airflow_m3s", "mode",
@@ -133,3 +142,15 @@ def test_the_oracle_bounds_what_counting_can_give(start: date) -> None:
     assert s["oracle"]["ventilation_shortfall_h"] <= s["ilma"]["ventilation_shortfall_h"]
     # CO2-only control reacts late: it leaves people short of outdoor air far more often.
     assert s["co2"]["ventilation_shortfall_h"] > 3 * s["ilma"]["ventilation_shortfall_h"]
+
+
+@pytest.mark.parametrize("accelerate", [True, False])
+def test_progress_rises_to_the_last_step(accelerate: bool) -> None:
+    seen: list[tuple[int, int]] = []
+    simulate(
+        short(controllers=tuple(Strategy), accelerate=accelerate),
+        progress=lambda k, n: seen.append((k, n)),
+    )
+    done = [k for k, _ in seen]
+    assert done == sorted(done)
+    assert seen[-1][0] == seen[-1][1] > 0
