@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import re
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -15,7 +14,6 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import holidays as holidays_lib
 from pydantic import (
-    BaseModel,
     ConfigDict,
     Field,
     PlainSerializer,
@@ -34,36 +32,18 @@ from controller.standards import (
     ComfortClass,
     ZoneKind,
 )
-from sensors.errors import IlmaError
+from sensors.config import (
+    NAME_PATTERN,
+    ConfigError,
+    ConfigProblem,
+    FrozenModel,
+    Name,
+    key_path,
+    problem_message,
+    read_toml,
+)
 
-# --- errors -----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ConfigProblem:
-    """One thing wrong in a config file: where, and what was expected."""
-
-    source: str
-    loc: str
-    message: str
-
-    def __str__(self) -> str:
-        return (
-            f"{self.source}: {self.loc}: {self.message}"
-            if self.loc
-            else (f"{self.source}: {self.message}")
-        )
-
-
-class ConfigError(IlmaError, ValueError):
-    """A config file that cannot be used; `problems` lists every problem, not just the first."""
-
-    def __init__(self, problems: Sequence[ConfigProblem]) -> None:
-        self.problems = tuple(problems)
-        n = len(self.problems)
-        head = f"{n} problem{'s' if n != 1 else ''} in config"
-        super().__init__(head + ":\n" + "\n".join(f"  {p}" for p in self.problems))
-
+__all__ = ["NAME_PATTERN", "ConfigError", "ConfigProblem", "Name", "read_toml"]  # re-exported
 
 # --- occupied hours ---------------------------------------------------------------------------
 
@@ -136,12 +116,7 @@ HoursField = Annotated[
 ]
 
 # Names appear in MQTT topics and file names: no spaces, slashes or wildcards.
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
-Name = Annotated[str, Field(pattern=NAME_PATTERN)]
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+_Model = FrozenModel
 
 
 # --- the model --------------------------------------------------------------------------------
@@ -459,17 +434,6 @@ def load_site(path: Path) -> Site:
     return parse_site(read_toml(path), source=str(path))
 
 
-def read_toml(path: Path) -> dict[str, Any]:
-    """The parsed TOML document, or ConfigError naming the file, line and column."""
-    try:
-        with path.open("rb") as f:
-            return tomllib.load(f)
-    except OSError as exc:
-        raise ConfigError([ConfigProblem(str(path), "", f"cannot read: {exc.strerror}")]) from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([ConfigProblem(str(path), "", f"not valid TOML: {exc}")]) from exc
-
-
 def parse_site(raw: Mapping[str, Any], source: str = "<site>") -> Site:
     """Validate a parsed site document; every problem is reported at once."""
     doc, from_defaults = _apply_zone_defaults(raw)
@@ -577,9 +541,7 @@ def _items(doc: Mapping[str, Any], key: str) -> list[Any]:
 
 def _zone_loc(doc: Mapping[str, Any], loc: Sequence[int | str]) -> str:
     """'zone[3].area_m2 (zone "meeting-2")': the key path, with the zone's name when known."""
-    path = ""
-    for part in loc:
-        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    path = key_path(loc)
     if len(loc) >= 2 and loc[0] == "zone" and isinstance(loc[1], int):
         zones = doc.get("zone")
         if isinstance(zones, list) and loc[1] < len(zones) and isinstance(zones[loc[1]], Mapping):
@@ -618,19 +580,6 @@ def _pydantic_problems(
             continue
         if loc[:1] == ("zone_defaults",):
             reported_defaults.add(str(loc[1]) if len(loc) > 1 else "")
-        msg = err["msg"]
-        if err["type"] == "string_pattern_mismatch" and NAME_PATTERN in msg:
-            msg = (
-                "expected a name of up to 64 letters, digits, '.', '_' or '-', starting with a "
-                f"letter or digit (it is used in MQTT topics), got {err['input']!r}"
-            )
-        elif err["type"] == "extra_forbidden":
-            msg = "unknown key (check its spelling; `ilma check` lists the keys in the schema)"
-        elif err["type"] == "missing":
-            msg = "required key is missing"
-        elif "input" in err and err["type"] not in ("model_type", "value_error"):
-            msg = f"{msg}, got {err['input']!r}"
-        elif err["type"] == "value_error":
-            msg = msg.removeprefix("Value error, ")
+        msg = problem_message(err)
         problems.append(ConfigProblem(source, _zone_loc(doc, loc), msg))
     return problems
