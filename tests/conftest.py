@@ -18,7 +18,7 @@ settings.register_profile(
 )
 settings.load_profile("ilma")
 
-pytest_plugins = ["pytester"]
+pytest_plugins = ["pytester", "tests.fixtures_servers"]
 
 _THREAD_GRACE_S = 2.0
 

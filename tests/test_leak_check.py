@@ -9,7 +9,12 @@ import pytest
 CONFTEST = (Path(__file__).parent / "conftest.py").read_text(encoding="utf-8")
 
 
-def test_a_forgotten_task_and_thread_fail_their_test(pytester: pytest.Pytester) -> None:
+def test_a_forgotten_task_and_thread_fail_their_test(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The conftest loads the repository's fixture plugins (tests.*): the subprocess needs the
+    # repository on its path.
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).resolve().parents[1]))
     pytester.makeconftest(CONFTEST)
     pytester.makepyfile(
         """
