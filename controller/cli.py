@@ -1,13 +1,16 @@
-"""`ilma`: tools for facility managers; `ilma check FILE...` validates config files."""
+"""`ilma`: tools for facility managers; `ilma check FILE...` validates any ilma config file."""
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from importlib.metadata import entry_points
 from pathlib import Path
 
 from controller.site import ConfigError, Site, load_site
+from sensors.config import ConfigProblem, read_toml
+from sensors.profiles import DeviceProfile, load_profile
 
 
 def _describe(site: Site) -> str:
@@ -35,19 +38,61 @@ def _zone_table(site: Site) -> str:
     return "\n".join([header, *rows])
 
 
+def _describe_profile(profile: DeviceProfile) -> str:
+    writable = sum(p.writable for p in profile.points.values())
+    return (
+        f"device profile {profile.name!r} ({profile.vendor} {profile.model}): "
+        f"{len(profile.points)} points, {writable} writable"
+    )
+
+
+Checker = Callable[[Path], str]
+
+
+def _checkers() -> dict[str, Checker]:
+    """What `ilma check` knows, by the file's top-level table. Files of other packages (gateway
+    files of the edge agent, say) register through the `ilma.config` entry point group, so this
+    package never imports them."""
+    found: dict[str, Checker] = {
+        "site": lambda path: _describe(load_site(path)),
+        "point": lambda path: _describe_profile(load_profile(path)),
+    }
+    for ep in entry_points(group="ilma.config"):
+        found[ep.name] = ep.load()
+    return found
+
+
+def _kind(path: Path, checkers: dict[str, Checker]) -> str:
+    doc = read_toml(path)
+    for key in checkers:
+        if key in doc:
+            return key
+    raise ConfigError(
+        [
+            ConfigProblem(
+                str(path),
+                "",
+                f"not an ilma config file: expected one of the tables {sorted(checkers)}",
+            )
+        ]
+    )
+
+
 def check(paths: Sequence[Path], *, verbose: bool = False) -> int:
     """Validate every file; print what each holds or every problem in it. 0 if all are good."""
     failed = 0
+    checkers = _checkers()
     for path in paths:
         try:
-            site = load_site(path)
+            kind = _kind(path, checkers)
+            summary = checkers[kind](path)
         except ConfigError as exc:
             failed += 1
             print(f"FAIL {path}: {exc}", file=sys.stderr)
             continue
-        print(f"ok   {path}: {_describe(site)}")
-        if verbose:
-            print(_zone_table(site))
+        print(f"ok   {path}: {summary}")
+        if verbose and kind == "site":
+            print(_zone_table(load_site(path)))
     return 1 if failed else 0
 
 

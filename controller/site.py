@@ -116,13 +116,12 @@ HoursField = Annotated[
 ]
 
 # Names appear in MQTT topics and file names: no spaces, slashes or wildcards.
-_Model = FrozenModel
 
 
 # --- the model --------------------------------------------------------------------------------
 
 
-class SiteInfo(_Model):
+class SiteInfo(FrozenModel):
     """[site]: where the building is and how it is used."""
 
     name: Name
@@ -192,7 +191,7 @@ class SiteInfo(_Model):
         return frozenset(days)
 
 
-class EnergySupply(_Model):
+class EnergySupply(FrozenModel):
     """[energy]: how delivered heating and cooling turn into purchased energy."""
 
     heating_efficiency: float = Field(
@@ -201,7 +200,7 @@ class EnergySupply(_Model):
     cooling_cop: float = Field(3.0, gt=0, le=10, description="chiller coefficient of performance")
 
 
-class Ahu(_Model):
+class Ahu(FrozenModel):
     """[[ahu]]: an air handling unit with 100 % outdoor air, heat recovery and coils."""
 
     name: Name
@@ -232,7 +231,7 @@ Facade = Literal["N", "E", "S", "W"]
 Limits = tuple[float, float]
 
 
-class Zone(_Model):
+class Zone(FrozenModel):
     """[[zone]]: a room or an open area served by one AHU."""
 
     name: Name
@@ -322,7 +321,7 @@ ZoneDefaults = create_model(  # type: ignore[call-overload]
 )
 
 
-class Site(_Model):
+class Site(FrozenModel):
     """A whole site file: the building, its AHUs and its zones."""
 
     site: SiteInfo

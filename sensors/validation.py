@@ -120,3 +120,42 @@ def check_reading(
         xp.where(good, value, xp.nan),
         quality,
     )
+
+
+class PointLimits(NamedTuple):
+    """Validation limits of one kind of reading (one row of CheckParams but staleness)."""
+
+    lo: float
+    hi: float
+    stuck_after_s: float
+    max_rate_per_s: float
+
+
+# Defaults per quantity (the wire's point names). CO2 never reads below ~250 ppm outdoors nor
+# changes 20 ppm/s in a room, and NDIR noise makes 30 min of identical readings a stuck sensor;
+# room temperatures move slowly. Counters and setpoints rightly hold still for hours: no stuck
+# check there. Counter rates: a wide door passes ~1 person/s per lane.
+QUANTITY_LIMITS: dict[str, PointLimits] = {
+    "co2_ppm": PointLimits(250.0, 5000.0, 1800.0, 20.0),
+    "t_zone_c": PointLimits(-10.0, 50.0, 12 * 3600.0, 0.05),
+    "rh_pct": PointLimits(0.0, 100.0, 12 * 3600.0, 1.0),
+    "people_in": PointLimits(0.0, 4.3e9, np.inf, np.inf),
+    "people_out": PointLimits(0.0, 4.3e9, np.inf, np.inf),
+    "people_count": PointLimits(0.0, 10_000.0, np.inf, 10.0),
+    "airflow_m3s": PointLimits(0.0, 100.0, np.inf, np.inf),
+    "t_supply_c": PointLimits(-10.0, 70.0, 12 * 3600.0, 0.5),
+    "airflow_setpoint_m3s": PointLimits(0.0, 100.0, np.inf, np.inf),
+    "t_heat_setpoint_c": PointLimits(0.0, 40.0, np.inf, np.inf),
+    "t_cool_setpoint_c": PointLimits(0.0, 45.0, np.inf, np.inf),
+}
+
+
+def check_params_for(quantities: list[str], stale_after_s: float) -> CheckParams:
+    """CheckParams for rows of these quantities (QUANTITY_LIMITS), all stale after one age."""
+    rows = [QUANTITY_LIMITS[q] for q in quantities]
+    n = len(rows)
+
+    def col(i: int) -> FloatArray:
+        return np.array([r[i] for r in rows], dtype=np.float64).reshape(n)
+
+    return CheckParams(col(0), col(1), col(2), col(3), np.full(n, stale_after_s))
