@@ -10,7 +10,6 @@ problem at once with the file and key path.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
+from controller.broker import Broker
 from controller.site import Site, load_site
 from controller.wire import Quantity
 from sensors.config import (
@@ -47,57 +47,6 @@ class GatewayInfo(FrozenModel):
         Path("../devices"), description="directory of device profiles, relative to this file"
     )
     cycle_s: Positive = Field(10.0, description="poll and publish cycle")
-
-
-class Secret(FrozenModel):
-    """Where a secret comes from: never the config file itself."""
-
-    file: Path | None = None
-    env: str | None = None
-
-    @model_validator(mode="after")
-    def _one_source(self) -> Secret:
-        if (self.file is None) == (self.env is None):
-            raise ValueError("give exactly one of `file` or `env`")
-        return self
-
-    def read(self) -> str:
-        """The secret's value (stripped of a trailing newline), or ConfigError saying where."""
-        if self.env is not None:
-            value = os.environ.get(self.env)
-            if value is None:
-                raise ConfigError([ConfigProblem("environment", self.env, "is not set")])
-            return value
-        assert self.file is not None  # noqa: S101  (the validator guarantees one source)
-        try:
-            return self.file.read_text(encoding="utf-8").rstrip("\n")
-        except OSError as exc:
-            raise ConfigError(
-                [ConfigProblem(str(self.file), "", f"cannot read secret: {exc.strerror}")]
-            ) from exc
-
-
-class Broker(FrozenModel):
-    """[broker]: the central MQTT broker."""
-
-    host: str = "127.0.0.1"
-    port: int = Field(1883, ge=1, le=65535)
-    client_id: str | None = Field(None, description="default: ilma-gw-<gateway name>")
-    username: str | None = None
-    password: Secret | None = None
-    tls: bool = False
-    ca_file: Path | None = None
-    cert_file: Path | None = Field(None, description="client certificate for mutual TLS")
-    key_file: Path | None = None
-    keepalive_s: int = Field(30, ge=5, le=3600)
-    reconnect_min_s: Positive = 1.0
-    reconnect_max_s: Positive = 60.0
-
-    @model_validator(mode="after")
-    def _backoff_range(self) -> Broker:
-        if self.reconnect_min_s > self.reconnect_max_s:
-            raise ValueError("reconnect_min_s must not exceed reconnect_max_s")
-        return self
 
 
 class BusKind(StrEnum):
@@ -247,7 +196,7 @@ class GatewayFile(FrozenModel):
     """A gateway file as written."""
 
     gateway: GatewayInfo
-    broker: Broker = Broker()
+    broker: Broker = Broker()  # client_id default: ilma-gw-<gateway name>
     bus: tuple[Bus, ...] = ()
     device: tuple[Device, ...] = ()
     zone: tuple[Zone, ...] = Field(min_length=1)

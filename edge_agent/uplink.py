@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import ssl
 import time
 from collections.abc import Awaitable, Callable
 
@@ -21,6 +20,7 @@ import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from controller.broker import backoff_s, tls_context
 from controller.wire import (
     GatewayState,
     GatewayStatus,
@@ -129,11 +129,6 @@ class Uplink:
 
     def _client_for(self, will: aiomqtt.Will) -> aiomqtt.Client:
         b = self.cfg.file.broker
-        tls = None
-        if b.tls:
-            tls = ssl.create_default_context(cafile=str(b.ca_file) if b.ca_file else None)
-            if b.cert_file is not None:
-                tls.load_cert_chain(str(b.cert_file), str(b.key_file) if b.key_file else None)
         connect = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         connect.SessionExpiryInterval = SESSION_EXPIRY_S
         return aiomqtt.Client(
@@ -147,7 +142,7 @@ class Uplink:
             clean_start=False,
             properties=connect,
             keepalive=b.keepalive_s,
-            tls_context=tls,
+            tls_context=tls_context(b),
             timeout=PUBLISH_TIMEOUT_S,
             logger=logging.getLogger("edge_agent.mqtt"),
         )
@@ -180,9 +175,7 @@ class Uplink:
             log.debug("broker still unreachable (%d tries): %s", self._failures, exc)
 
     def _backoff(self) -> float:
-        b = self.cfg.file.broker
-        cap = min(b.reconnect_max_s, b.reconnect_min_s * 2.0 ** min(self._failures, 30))
-        return self.rng.uniform(b.reconnect_min_s, max(cap, b.reconnect_min_s))
+        return backoff_s(self.cfg.file.broker, self._failures, self.rng)
 
     async def _serve(self, client: aiomqtt.Client) -> None:
         self._client = client
