@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from importlib.metadata import entry_points
 from pathlib import Path
 
+from controller.service_config import describe_file as describe_controller
 from controller.site import ConfigError, Site, load_site
 from sensors.config import ConfigProblem, read_toml
 from sensors.profiles import DeviceProfile, load_profile
@@ -56,6 +57,7 @@ def _checkers() -> dict[str, Checker]:
     found: dict[str, Checker] = {
         "site": lambda path: _describe(load_site(path)),
         "point": lambda path: _describe_profile(load_profile(path)),
+        "controller": describe_controller,
     }
     for ep in entry_points(group="ilma.config"):
         found[ep.name] = ep.load()

@@ -261,6 +261,21 @@ def controller_status_topic(site: str) -> str:
     return f"{ROOT}/{site}/controller/status"
 
 
+# Controller processes that share sites meet on these topics (no site is named "_cluster": names
+# start with a letter or digit).
+CLUSTER = f"{ROOT}/_cluster"
+
+
+def member_topic(controller: str) -> str:
+    """A controller process's retained status (its Will: offline) among those sharing sites."""
+    return f"{CLUSTER}/{controller}/status"
+
+
+def inbox_topic(controller: str) -> str:
+    """Telemetry forwarded to the process that runs its site."""
+    return f"{CLUSTER}/{controller}/inbox"
+
+
 def telemetry_filter(site: str = "+", group: str | None = None) -> str:
     """The subscription to every gateway's telemetry of a site (all sites: '+'); with `group`,
     an MQTT 5 shared subscription whose messages the group's members share."""

@@ -13,7 +13,7 @@ CORE_MODULES = sorted(
         *(REPO / "sensors").glob("*.py"),
         *(
             REPO / "controller" / f"{name}.py"
-            for name in ("law", "live", "params", "schedule", "site", "standards", "wire")
+            for name in ("ingest", "law", "live", "params", "schedule", "site", "standards", "wire")
         ),
     ]
 )

@@ -1,0 +1,144 @@
+"""Telemetry into per-zone state: deduplicated, clock-corrected, newest reading wins.
+
+Gateways come and go, replay their buffers after outages, resend what the broker did not
+acknowledge, and keep clocks that drift. A site's state holds, per zone and quantity, the
+newest reading by the controller's clock and its quality; each telemetry message is checked
+against what was already seen from its gateway's boot (so a duplicate changes nothing), its
+readings' times are corrected by the gateway's measured clock offset, and a replayed reading
+updates the current state only if it is newer than what is there (it always goes to history).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import numpy as np
+
+from controller.live import LiveReadings
+from controller.wire import Quantity, Telemetry
+from sensors.arrays import FloatArray
+from sensors.validation import Quality
+
+QUANTITIES = tuple(Quantity)
+_Q = {q: i for i, q in enumerate(QUANTITIES)}
+# Sequence numbers remembered per gateway boot, to tell a resent message from a new one.
+SEQ_WINDOW = 4096
+# Clock offsets smaller than this are NTP-level noise plus network delay: left alone.
+SKEW_IGNORED_S = 1.0
+# The gateway's clock offset is the median of this many recent live messages (robust to one
+# message that sat in a queue).
+SKEW_SAMPLES = 15
+# A reading not renewed for this long is no longer current (the control core sees NaN).
+STALE_AFTER_S = 900.0
+
+
+class Ingested(NamedTuple):
+    new: int  # readings that updated the current state
+    history: int  # readings for history only (older than the current state)
+    duplicate: bool  # the whole message was seen before
+    unknown_zones: int  # readings of zones this site does not have
+    counter_zones: frozenset[int]  # zones whose people counts changed (for the event path)
+    new_zones: frozenset[int] = frozenset()  # zones heard of for the first time
+
+
+@dataclass
+class _Gateway:
+    boot_t: float = -1.0
+    seen: set[int] = field(default_factory=set)
+    max_seq: int = -1
+    offsets: deque[float] = field(default_factory=lambda: deque(maxlen=SKEW_SAMPLES))
+    offset_s: float = 0.0
+
+
+class SiteState:
+    """The current readings of one site's zones, shape (n_quantities, n_zones)."""
+
+    def __init__(self, zone_names: tuple[str, ...]) -> None:
+        self.zones = zone_names
+        self.index = {name: i for i, name in enumerate(zone_names)}
+        n, q = len(zone_names), len(QUANTITIES)
+        self.value = np.full((q, n), np.nan)
+        self.t = np.full((q, n), -np.inf)  # controller-clock time of each current value
+        self.quality = np.zeros((q, n), dtype=np.int32)
+        self.gateway_of_zone: list[str | None] = [None] * n
+        self.gateways: dict[str, _Gateway] = {}
+
+    def gateway_offset_s(self, gateway: str) -> float:
+        g = self.gateways.get(gateway)
+        return 0.0 if g is None else g.offset_s
+
+    def zones_of(self, gateway: str) -> list[int]:
+        return [i for i, g in enumerate(self.gateway_of_zone) if g == gateway]
+
+    def ingest(self, msg: Telemetry, received_s: float) -> Ingested:
+        """Take one telemetry message received at `received_s` (controller clock)."""
+        g = self.gateways.setdefault(msg.gateway, _Gateway())
+        if msg.boot_t != g.boot_t:
+            if msg.boot_t < g.boot_t and g.boot_t > 0:
+                # A message of an earlier boot, replayed late: history, but no state to track.
+                pass
+            else:
+                g.boot_t, g.seen, g.max_seq = msg.boot_t, set(), -1
+        elif msg.seq in g.seen:
+            return Ingested(0, 0, True, 0, frozenset())
+        if msg.boot_t == g.boot_t:
+            g.seen.add(msg.seq)
+            if msg.seq > g.max_seq:
+                g.max_seq = msg.seq
+                if len(g.seen) > 2 * SEQ_WINDOW:
+                    g.seen = {s for s in g.seen if s > g.max_seq - SEQ_WINDOW}
+        replayed = any(r.replayed for r in msg.readings)
+        if not replayed:
+            g.offsets.append(received_s - msg.t)
+            median = float(np.median(g.offsets))
+            g.offset_s = median if abs(median) >= SKEW_IGNORED_S else 0.0
+        new = history = unknown = 0
+        counters: set[int] = set()
+        first: set[int] = set()
+        for r in msg.readings:
+            z = self.index.get(r.zone)
+            if z is None:
+                unknown += 1
+                continue
+            q = _Q[r.point]
+            t = r.t + g.offset_s
+            if t <= self.t[q, z]:
+                history += 1
+                continue
+            value = np.nan if r.value is None else r.value
+            if r.point in (Quantity.PEOPLE_IN, Quantity.PEOPLE_OUT, Quantity.PEOPLE_COUNT) and (
+                value != self.value[q, z]
+            ):
+                counters.add(z)
+            self.value[q, z] = value
+            self.t[q, z] = t
+            self.quality[q, z] = r.quality
+            if self.gateway_of_zone[z] is None:
+                first.add(z)
+            self.gateway_of_zone[z] = msg.gateway
+            new += 1
+        return Ingested(new, history, False, unknown, frozenset(counters), frozenset(first))
+
+    def clean(self, quantity: Quantity, now_s: float) -> FloatArray:
+        """Current good values of a quantity (NaN where missing, flagged or stale)."""
+        q = _Q[quantity]
+        usable = (self.quality[q] & ~int(Quality.REPLAYED)) == 0
+        fresh = now_s - self.t[q] <= STALE_AFTER_S
+        return np.where(usable & fresh, self.value[q], np.nan)
+
+    def live(
+        self, now_s: float, t_out_c: float = np.nan, t_out_24h_c: float = np.nan
+    ) -> LiveReadings:
+        """The control core's inputs now."""
+        n = len(self.zones)
+        return LiveReadings(
+            counter_in=self.clean(Quantity.PEOPLE_IN, now_s),
+            counter_out=self.clean(Quantity.PEOPLE_OUT, now_s),
+            co2_ppm=self.clean(Quantity.CO2_PPM, now_s),
+            t_zone_c=self.clean(Quantity.T_ZONE_C, now_s),
+            t_supply_c=self.clean(Quantity.T_SUPPLY_C, now_s),
+            t_out_c=np.full(n, t_out_c),
+            t_out_24h_c=np.full(n, t_out_24h_c),
+        )
