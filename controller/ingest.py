@@ -103,7 +103,9 @@ class SiteState:
                 unknown += 1
                 continue
             q = _Q[r.point]
-            t = r.t + g.offset_s
+            # Nothing is from the future: until the offset is known (a gateway replaying its
+            # buffer before its first live message), a fast clock is capped at arrival.
+            t = min(r.t + g.offset_s, received_s)
             if t <= self.t[q, z]:
                 history += 1
                 continue

@@ -38,7 +38,21 @@ def site_subset(site: Site, zone_names: Sequence[str]) -> Site:
     by_name = {z["name"]: z for z in doc["zone"]}
     zones = [by_name[name] for name in zone_names]
     used = {z["ahu"] for z in zones}
-    doc = {**doc, "zone": zones, "ahu": [a for a in doc["ahu"] if a["name"] in used]}
+    # Each AHU keeps the share of its design airflow that the kept zones have: its fan minimum
+    # then asks of them what it asks of them on the whole site, not the whole floor's minimum.
+    total: dict[str, float] = {}
+    kept: dict[str, float] = {}
+    keep = set(zone_names)
+    for r in site.resolved:
+        total[r.zone.ahu] = total.get(r.zone.ahu, 0.0) + r.design_airflow_m3s
+        if r.zone.name in keep:
+            kept[r.zone.ahu] = kept.get(r.zone.ahu, 0.0) + r.design_airflow_m3s
+    ahus = [
+        {**a, "design_airflow_m3s": a["design_airflow_m3s"] * kept[a["name"]] / total[a["name"]]}
+        for a in doc["ahu"]
+        if a["name"] in used
+    ]
+    doc = {**doc, "zone": zones, "ahu": ahus}
     doc.pop("zone_defaults", None)
     return parse_site(doc, source=f"{site.site.name} (zones {', '.join(zone_names)})")
 
@@ -159,4 +173,13 @@ def schedule_at(core: LiveCore, epoch_s: float) -> tuple[BoolArray, FloatArray]:
         core.table, np.full(n, tomorrow.weekday()), np.full(n, tomorrow in closed)
     )
     tod_s = local.hour * 3600.0 + local.minute * 60.0 + local.second + local.microsecond / 1e6
-    return scheduled_now(open_today, close_today, open_tomorrow, np.full(n, tod_s))
+    scheduled, to_open = scheduled_now(open_today, close_today, open_tomorrow, np.full(n, tod_s))
+    if local.utcoffset() != (local + timedelta(days=2)).astimezone(core.tz).utcoffset():
+        # A daylight-saving change within reach: wall-clock seconds to the opening are not real
+        # seconds (what optimal start needs). Only these two nights a year pay for the loop.
+        now_offset = local.utcoffset() or timedelta(0)
+        for k in np.flatnonzero(np.isfinite(to_open)).tolist():
+            wall = local.replace(tzinfo=None) + timedelta(seconds=float(to_open[k]))
+            shift = (wall.replace(tzinfo=core.tz).utcoffset() or timedelta(0)) - now_offset
+            to_open[k] -= shift.total_seconds()
+    return scheduled, to_open

@@ -286,9 +286,16 @@ class ControllerService:
     async def _on_telemetry(self, site: str, topic: str, payload: bytes) -> None:
         run = self.runs.get(site)
         if run is None:
-            if self.group is not None and self._client is not None:
+            if not self.connected.is_set():
+                return  # before the first rebalance: the gateway sends again next cycle
+            if owner(site, self.live_members()) == self.name:
+                self._rebalance()  # a member aged out: its sites are ours now
+                run = self.runs[site]
+            elif self._client is not None:
                 await self._forward(site, topic, payload)
-            return
+                return
+            else:
+                return
         received = self.clock()
         try:
             msg = decode_telemetry(payload)
@@ -341,9 +348,12 @@ class ControllerService:
         if status.controller == self.name:
             return
         before = set(self.live_members())
-        if status.state is ControllerState.ONLINE:
-            self.members[status.controller] = status.t
-        else:
+        timeout = MEMBER_TIMEOUT_PERIODS * self.period_s
+        if status.state is ControllerState.ONLINE and self.clock() - status.t <= timeout:
+            # Liveness by arrival on our clock; a status already old when it came (a retained
+            # ghost of a member whose Will was lost with a broker restart) does not count.
+            self.members[status.controller] = self.clock()
+        elif status.state is ControllerState.OFFLINE:
             self.members.pop(status.controller, None)
         if set(self.live_members()) != before and self.connected.is_set():
             self._rebalance()
@@ -384,6 +394,7 @@ class ControllerService:
                 pass
             self._wake.clear()
             if self.mono() >= next_at:
+                self._rebalance()  # members whose status stopped coming have aged out
                 for name in list(self.runs):
                     await self.run_site(name)
                 await self._announce()

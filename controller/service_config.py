@@ -115,13 +115,27 @@ def load_controller(path: Path) -> ControllerConfig:
     """Load a controller file and its site files; ConfigError lists every problem at once."""
     source = str(path)
     raw = _resolve(read_toml(path), path.parent)
+    problems: list[ConfigProblem] = []
     try:
         doc = ControllerFile.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(validation_problems(exc, source)) from None
-    problems: list[ConfigProblem] = []
+        problems = validation_problems(exc, source)
+        doc = None
+    # The site files too, even when the file itself has problems: every problem at once.
+    listed = (
+        raw.get("controller", {}).get("sites") if isinstance(raw.get("controller"), dict) else None
+    )
+    site_paths = (
+        doc.controller.sites
+        if doc is not None
+        else tuple(Path(p) for p in listed if isinstance(p, str))
+        if isinstance(listed, list)
+        else ()
+    )
     sites: dict[str, Site] = {}
-    for i, site_path in enumerate(doc.controller.sites):
+    for i, site_path in enumerate(site_paths):
+        if site_path in site_paths[:i]:
+            continue  # reported as listed twice
         try:
             site = load_site(site_path)
         except ConfigError as exc:
@@ -137,7 +151,7 @@ def load_controller(path: Path) -> ControllerConfig:
                 )
             )
         sites[site.site.name] = site
-    if problems:
+    if problems or doc is None:
         raise ConfigError(problems)
     return ControllerConfig(path, doc, sites)
 

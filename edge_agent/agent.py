@@ -125,7 +125,13 @@ class Agent:
         self.core = LiveCore.build(cfg.site, zones)
         self.core_state = initial_live_state(self.core)
         self._fallback_kind = {z.name: z.fallback for z in cfg.file.zone}
-        self._next_poll = dict.fromkeys(self.devices, 0.0)
+        # A device is polled every `every` cycles (its period in cycles): counted in cycles,
+        # not clock time, so a cycle that starts a little late never skips a device.
+        cycle = cfg.file.gateway.cycle_s
+        self._every = {
+            d.name: max(1, round((d.period_s or cycle) / cycle)) for d in cfg.file.device
+        }
+        self._cycle_no = 0
         self._apply_lock = asyncio.Lock()
         self._apply_now = asyncio.Event()
         self._event_zones: set[str] = set()
@@ -217,16 +223,15 @@ class Agent:
             await self.applier.apply()
 
     async def _poll(self, now: float) -> None:
-        mono = self.mono()
-        due = [d for name, d in self.devices.items() if mono >= self._next_poll[name]]
+        k = self._cycle_no
+        self._cycle_no += 1
+        due = [d for name, d in self.devices.items() if k % self._every[name] == 0]
         if not due:
             return
         async with asyncio.TaskGroup() as tg:
             tasks = {d.name: tg.create_task(d.poll(), name=f"poll-{d.name}") for d in due}
         for name, task in tasks.items():
             result = task.result()
-            period = self.cfg.device(name).period_s or self.cfg.file.gateway.cycle_s
-            self._next_poll[name] = mono + period * 0.999  # a cycle's jitter must not skip one
             self.table.update_device(name, result.values, now)
             self.metrics.device_up.labels(name).set(0 if self.devices[name].down else 1)
             if not result.skipped:

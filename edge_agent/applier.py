@@ -213,28 +213,49 @@ class Applier:
                     why += f"; toward {goal:g} at ≤ {rate:g}/s"
                 else:
                     outcome, why = Outcome.RATE_LIMITED, f"toward {goal:g} at ≤ {rate:g}/s"
-        value = _quantize(point, value, lo, hi)
+                # A step from a value outside the limits (the BMS may hold one) stays inside.
+                value = min(max(value, lo), hi)
+        quantized = _quantize(point, value, lo, hi)
+        if quantized is None:
+            record(
+                Outcome.REJECTED, None, None, f"no register value of {ref} lies in [{lo:g}, {hi:g}]"
+            )
+            return
+        value = quantized
         span = hi - lo if math.isfinite(hi - lo) else abs(value) + 1.0
         if abs(value - last.value) <= self.cfg.file.writes.deadband_fraction * span:
             self.metrics.writes.labels(Outcome.UNCHANGED.value).inc()
             return
+        failed, read_back, problem = await self._write(device, point_name, value)
+        if failed is Outcome.READBACK_MISMATCH:
+            # The point holds what it read back (or, unknown, what was sent): rate limits go
+            # on from there.
+            self._written[key] = _Written(value if read_back is None else read_back, now)
+        if failed is not None:
+            record(failed, value, read_back, problem)
+            return
+        self._written[key] = _Written(value, now)
+        if target.source is Source.RELINQUISH and outcome is Outcome.APPLIED:
+            outcome = Outcome.RELINQUISHED
+        record(outcome, value, read_back, why)
+
+    async def _write(
+        self, device: ModbusDevice, point_name: str, value: float
+    ) -> tuple[Outcome | None, float | None, str]:
+        """Write and (if configured) read back: (failure outcome or None, read-back, why)."""
         try:
             await device.write_point(point_name, value)
         except (FieldBusError, CodecError) as exc:
-            record(Outcome.FAILED, value, None, f"write failed: {exc}")
-            return
-        self._written[key] = _Written(value, now)
-        read_back = None
-        if self.cfg.file.writes.verify:
-            try:
-                read_back = await device.read_point(point_name)
-            except (FieldBusError, CodecError) as exc:
-                record(Outcome.READBACK_MISMATCH, value, None, f"read-back failed: {exc}")
-                return
-            if not _same(point, read_back, value):
-                record(Outcome.READBACK_MISMATCH, value, read_back, f"wrote {value:g}")
-                return
-        record(outcome, value, read_back, why)
+            return Outcome.FAILED, None, f"write failed: {exc}"
+        if not self.cfg.file.writes.verify:
+            return None, None, ""
+        try:
+            read_back = await device.read_point(point_name)
+        except (FieldBusError, CodecError) as exc:
+            return Outcome.READBACK_MISMATCH, None, f"read-back failed: {exc}"
+        if not _same(device.point(point_name), read_back, value):
+            return Outcome.READBACK_MISMATCH, read_back, f"wrote {value:g}"
+        return None, read_back, ""
 
     async def _current(self, device: ModbusDevice, point: str, now: float) -> _Written | None:
         """The point's value in the building now: where rate limits start from (so that the
@@ -287,20 +308,23 @@ class Applier:
                              outcome=outcome, reason=target.reason)  # fmt: skip
 
 
-def _quantize(point: RegisterPoint, value: float, lo: float, hi: float) -> float:
-    """The value the register can hold (integer types store raw steps of `scale`), still
-    inside [lo, hi]: rounding never carries a value past a limit."""
+def _quantize(point: RegisterPoint, value: float, lo: float, hi: float) -> float | None:
+    """The value the register can hold (integer types store raw steps of `scale`) inside
+    [lo, hi]; None if no raw step lies inside (limits narrower than one step)."""
     if point.type is DataType.F32:
         return value
     if point.type is DataType.BOOL:
-        return 1.0 if value >= 0.5 else 0.0
-    raw = round((value - point.offset) / point.scale)
-    q = raw * point.scale + point.offset
-    if q > hi:
-        q -= abs(point.scale)
-    elif q < lo:
-        q += abs(point.scale)
-    return q
+        q = 1.0 if value >= 0.5 else 0.0
+        return q if lo <= q <= hi else None
+    # Limits in raw steps, with a little tolerance: 24.7 / 0.1 is 246.99999999999997.
+    a = (lo - point.offset) / point.scale
+    b = (hi - point.offset) / point.scale
+    raw_lo, raw_hi = math.ceil(min(a, b) - 1e-9), math.floor(max(a, b) + 1e-9)
+    if raw_lo > raw_hi:
+        return None
+    raw = min(max(round((value - point.offset) / point.scale), raw_lo), raw_hi)
+    # raw·scale + offset may land a rounding error outside a limit on the grid: snap to it.
+    return min(max(raw * point.scale + point.offset, lo), hi)
 
 
 def _same(point: RegisterPoint, read_back: float, written: float) -> bool:

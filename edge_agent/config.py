@@ -274,6 +274,10 @@ _PATH_KEYS = {
 def _resolve_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
     """Relative paths in the file are relative to the file, not to where the agent runs."""
     doc = dict(raw)
+    gateway = doc.get("gateway")
+    if isinstance(gateway, dict) and "profiles" not in gateway:
+        # The default profile directory is beside the file's directory, like the written one.
+        doc["gateway"] = {**gateway, "profiles": str((base / "../devices").resolve())}
     for table, keys in _PATH_KEYS.items():
         section = doc.get(table)
         if not isinstance(section, dict):

@@ -18,7 +18,7 @@ from controller.live import LiveReadings
 from controller.wire import Quantity, Reading, Telemetry
 from edge_agent.config import GatewayConfig
 from sensors.arrays import FloatArray
-from sensors.payloads import decode_fields
+from sensors.payloads import PayloadError, decode_fields
 from sensors.validation import (
     CheckState,
     Quality,
@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 STALE_AFTER_PERIODS = 3.0
 # MQTT sensors publish when they like (counters often only on change): allow an hour.
 MQTT_STALE_AFTER_S = 3600.0
+# A sensor's own timestamp may be this far ahead of the gateway's clock (theirs drift too).
+MAX_SENSOR_AHEAD_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -100,6 +102,12 @@ class ReadingTable:
         fields = self.mqtt_fields[topic]
         decoded = decode_fields(payload, fields, self.mqtt_time_field[topic])
         when = t if decoded.t is None else decoded.t
+        if not t - MQTT_STALE_AFTER_S <= when <= t + MAX_SENSOR_AHEAD_S:
+            # A timestamp in milliseconds, or a sensor whose clock was never set.
+            raise PayloadError(
+                f"sensor time {when:.0f} is not within an hour before and a minute after its "
+                f"arrival at {t:.0f} (epoch seconds expected)"
+            )
         for key, value in decoded.values.items():
             i = int(key)
             self.value[i] = value

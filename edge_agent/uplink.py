@@ -68,7 +68,8 @@ class RateLimiter:
     async def acquire(self) -> None:
         while True:
             now = self.mono()
-            self.tokens = min(self.rate, self.tokens + (now - self.at) * self.rate)
+            # The bucket holds at least one token, or a rate below 1/s would never release.
+            self.tokens = min(max(self.rate, 1.0), self.tokens + (now - self.at) * self.rate)
             self.at = now
             if self.tokens >= 1.0:
                 self.tokens -= 1.0

@@ -2,10 +2,11 @@
 
 A virtual device holds an engineering value per point of its profile and serves it through the
 profile's register map (same codecs as the agent: bacnet_modbus.codec), so the agent reads and
-writes it exactly as it would a real device; unmapped addresses answer "illegal data address"
-as real devices do. Devices share a bus: a TCP server, or an RTU server on a serial line (a
-socat pseudo-terminal in tests) that, like a real RS-485 line, stays silent for an address
-nobody answers to and can take the time the bytes would take at the line's baud rate.
+writes it exactly as it would a real device; unmapped registers between its points read as 0
+(or, with "refuse_gaps", answer "illegal data address", as some devices do). Devices share a
+bus: a TCP server, or an RTU server on a serial line (a socat pseudo-terminal in tests) that,
+like a real RS-485 line, stays silent for an address nobody answers to and can take the time
+the bytes would take at the line's baud rate.
 
 Run as a process: ``python -m sim.devices --spec SPEC.json``. The spec names the buses and
 devices; a JSON control file, re-read when it changes, sets point values and silences devices
@@ -56,6 +57,9 @@ class VirtualDevice:
     device_id: int
     profile: DeviceProfile
     values: dict[str, float] = field(default_factory=dict)
+    # True: a read through unmapped registers gets "illegal data address" (some devices do;
+    # the client then reads around the gaps). False: they read as 0.
+    refuse_gaps: bool = False
     # Points set from outside (control file) since the last access: pushed into the registers
     # even when writable (a BMS operator changing a setpoint).
     _dirty: set[str] = field(default_factory=set)
@@ -91,12 +95,21 @@ class VirtualDevice:
                     [SimData(65_000, count=16 if table.is_bit else 1, values=0, datatype=kind)]
                 )
                 continue
-            blocks.append(
-                [
-                    SimData(p.address, count=p.n_registers, values=0, datatype=SimType.REGISTERS)
-                    for p in sorted(points, key=lambda p: p.address)
-                ]
-            )
+            if self.refuse_gaps:  # only the mapped registers exist
+                blocks.append(
+                    [
+                        SimData(
+                            p.address, count=p.n_registers, values=0, datatype=SimType.REGISTERS
+                        )
+                        for p in sorted(points, key=lambda p: p.address)
+                    ]
+                )
+            else:  # unmapped registers between the points read as 0, as the profiles say
+                start = min(p.address for p in points)
+                end = max(p.address + p.n_registers for p in points)
+                blocks.append(
+                    [SimData(start, count=end - start, values=0, datatype=SimType.REGISTERS)]
+                )
         return SimDevice(
             id=self.device_id,
             simdata=(blocks[0], blocks[1], blocks[2], blocks[3]),
@@ -279,7 +292,11 @@ def plant_from_spec(spec: dict[str, Any], profiles: dict[str, DeviceProfile]) ->
     for b in spec["buses"]:
         devices = [
             VirtualDevice(
-                d["name"], int(d["id"]), profiles[d["profile"]], dict(d.get("values", {}))
+                d["name"],
+                int(d["id"]),
+                profiles[d["profile"]],
+                dict(d.get("values", {})),
+                refuse_gaps=bool(d.get("refuse_gaps", False)),
             )
             for d in b["devices"]
         ]
