@@ -10,6 +10,8 @@ updates the current state only if it is newer than what is there (it always goes
 
 from __future__ import annotations
 
+import math
+import statistics
 from collections import deque
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -23,6 +25,9 @@ from sensors.validation import Quality
 
 QUANTITIES = tuple(Quantity)
 _Q = {q: i for i, q in enumerate(QUANTITIES)}
+_PEOPLE_IN, _PEOPLE_OUT, _PEOPLE_COUNT = (
+    _Q[Quantity.PEOPLE_IN], _Q[Quantity.PEOPLE_OUT], _Q[Quantity.PEOPLE_COUNT]
+)  # fmt: skip
 # Sequence numbers remembered per gateway boot, to tell a resent message from a new one.
 SEQ_WINDOW = 4096
 # Clock offsets smaller than this are NTP-level noise plus network delay: left alone.
@@ -63,6 +68,7 @@ class SiteState:
         self.t = np.full((q, n), -np.inf)  # controller-clock time of each current value
         self.quality = np.zeros((q, n), dtype=np.int32)
         self.gateway_of_zone: list[str | None] = [None] * n
+        self._zones_by_gateway: dict[str, set[int]] = {}
         self.gateways: dict[str, _Gateway] = {}
 
     def gateway_offset_s(self, gateway: str) -> float:
@@ -70,7 +76,7 @@ class SiteState:
         return 0.0 if g is None else g.offset_s
 
     def zones_of(self, gateway: str) -> list[int]:
-        return [i for i, g in enumerate(self.gateway_of_zone) if g == gateway]
+        return sorted(self._zones_by_gateway.get(gateway, ()))
 
     def ingest(self, msg: Telemetry, received_s: float) -> Ingested:
         """Take one telemetry message received at `received_s` (controller clock)."""
@@ -89,39 +95,59 @@ class SiteState:
                 g.max_seq = msg.seq
                 if len(g.seen) > 2 * SEQ_WINDOW:
                     g.seen = {s for s in g.seen if s > g.max_seq - SEQ_WINDOW}
-        replayed = any(r.replayed for r in msg.readings)
+        # Whole columns at once: the message's readings are arrays on the wire already.
+        c = msg.readings
+        index = self.index
+        zone_of = [index.get(zone, -1) for zone in c.zone]
+        known = [i for i, z in enumerate(zone_of) if z >= 0]
+        unknown = len(zone_of) - len(known)
+        replayed = any(c.replayed)
+        zs = [zone_of[i] for i in known] if unknown else zone_of
+        qs = [_Q[c.point[i]] for i in known] if unknown else [_Q[p] for p in c.point]
+        pick = (lambda col: [col[i] for i in known]) if unknown else list
+        ts = pick(c.t)
+        vs = [math.nan if v is None else v for v in pick(c.value)]
+        quality = pick(c.quality)
         if not replayed:
             g.offsets.append(received_s - msg.t)
-            median = float(np.median(g.offsets))
+            median = statistics.median(g.offsets)
             g.offset_s = median if abs(median) >= SKEW_IGNORED_S else 0.0
-        new = history = unknown = 0
-        counters: set[int] = set()
+        if not zs:
+            return Ingested(0, 0, False, unknown, frozenset())
+        zi = np.array(zs)
+        qi = np.array(qs)
+        # Nothing is from the future: until the offset is known (a gateway replaying its buffer
+        # before its first live message), a fast clock is capped at arrival.
+        t = np.minimum(np.array(ts) + g.offset_s, received_s)
+        newer = t > self.t[qi, zi]
+        n_new = int(np.count_nonzero(newer))
+        if n_new < len(zs):
+            zi, qi, t = zi[newer], qi[newer], t[newer]
+            v = np.array(vs)[newer]
+            qual = np.array(quality)[newer]
+        else:
+            v, qual = np.array(vs), np.array(quality)
+        if n_new > 1:  # a zone's quantity twice in one message: the newest is assigned last
+            order = np.argsort(t, kind="stable")
+            zi, qi, t, v, qual = zi[order], qi[order], t[order], v[order], qual[order]
+        is_counter = (qi == _PEOPLE_IN) | (qi == _PEOPLE_OUT) | (qi == _PEOPLE_COUNT)
+        changed = is_counter & ~(v == self.value[qi, zi])  # NaN to a value (or back) is a change
+        counters = frozenset(zi[changed].tolist())
+        self.value[qi, zi] = v
+        self.t[qi, zi] = t
+        self.quality[qi, zi] = qual
         first: set[int] = set()
-        for r in msg.readings:
-            z = self.index.get(r.zone)
-            if z is None:
-                unknown += 1
-                continue
-            q = _Q[r.point]
-            # Nothing is from the future: until the offset is known (a gateway replaying its
-            # buffer before its first live message), a fast clock is capped at arrival.
-            t = min(r.t + g.offset_s, received_s)
-            if t <= self.t[q, z]:
-                history += 1
-                continue
-            value = np.nan if r.value is None else r.value
-            if r.point in (Quantity.PEOPLE_IN, Quantity.PEOPLE_OUT, Quantity.PEOPLE_COUNT) and (
-                value != self.value[q, z]
-            ):
-                counters.add(z)
-            self.value[q, z] = value
-            self.t[q, z] = t
-            self.quality[q, z] = r.quality
-            if self.gateway_of_zone[z] is None:
-                first.add(z)
-            self.gateway_of_zone[z] = msg.gateway
-            new += 1
-        return Ingested(new, history, False, unknown, frozenset(counters), frozenset(first))
+        gw = msg.gateway
+        for z in set(zi.tolist()):
+            was = self.gateway_of_zone[z]
+            if was != gw:
+                if was is None:
+                    first.add(z)
+                else:  # the zone moved to another gateway
+                    self._zones_by_gateway[was].discard(z)
+                self._zones_by_gateway.setdefault(gw, set()).add(z)
+                self.gateway_of_zone[z] = gw
+        return Ingested(n_new, len(zs) - n_new, False, unknown, counters, frozenset(first))
 
     def clean(self, quantity: Quantity, now_s: float) -> FloatArray:
         """Current good values of a quantity (NaN where missing, flagged or stale)."""

@@ -19,10 +19,12 @@ count, log and drop a bad message and keep running.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from enum import StrEnum
+from functools import cache
 from typing import Annotated, Literal, NamedTuple, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from controller.law import Mode as LawMode
 from controller.law import Reason
@@ -68,29 +70,81 @@ class Quantity(StrEnum):
     T_COOL_SETPOINT_C = "t_cool_setpoint_c"
 
 
-class Reading(_Wire):
-    """One validated reading of one zone's quantity. `quality` is a sensors.validation.Quality
-    bitmask (0 = good); `replayed` marks a reading sent from the gateway's buffer after an
-    outage."""
+class Reading(NamedTuple):
+    """One reading of one zone's quantity. `quality` is a sensors.validation.Quality bitmask
+    (0 = good); `replayed` marks a reading sent from the gateway's buffer after an outage.
+    On the wire a message's readings travel as columns (see Telemetry)."""
 
-    zone: WireName
+    zone: str
     point: Quantity
-    t: Seconds
-    value: Value | None
-    quality: Annotated[int, Field(ge=0, le=0xFFFF)] = 0
+    t: float
+    value: float | None  # None: missing
+    quality: int = 0
     replayed: bool = False
+
+
+Quality16 = Annotated[int, Field(ge=0, le=0xFFFF)]
+
+
+class Readings(_Wire):
+    """A message's readings as columns: reading i is (zone[i], point[i], t[i], value[i],
+    quality[i], replayed[i]). Columns, not a list of objects: the keys are not repeated per
+    reading (half the bytes on a gateway's uplink) and the controller validates and ingests
+    whole arrays, not forty objects (bench/controller.py)."""
+
+    zone: tuple[WireName, ...]
+    point: tuple[Quantity, ...]
+    t: tuple[Seconds, ...]
+    value: tuple[Value | None, ...]
+    quality: tuple[Quality16, ...]
+    replayed: tuple[bool, ...]
+
+    @model_validator(mode="after")
+    def _same_length(self) -> Readings:
+        n = len(self.zone)
+        if any(len(c) != n for c in (self.point, self.t, self.value, self.quality, self.replayed)):
+            raise ValueError("the readings' columns differ in length")
+        return self
+
+    @classmethod
+    def of(cls, rows: Iterable[Reading]) -> Readings:
+        rows = tuple(rows)
+        return cls(
+            zone=tuple(r.zone for r in rows),
+            point=tuple(r.point for r in rows),
+            t=tuple(r.t for r in rows),
+            value=tuple(r.value for r in rows),
+            quality=tuple(r.quality for r in rows),
+            replayed=tuple(r.replayed for r in rows),
+        )
 
 
 class Telemetry(_Wire):
     """A gateway's readings of one poll cycle. `seq` rises by one per message of a gateway's
-    boot (`boot_t`), so the controller can tell duplicates and gaps."""
+    boot (`boot_t`), so the controller can tell duplicates and gaps. Built from rows with
+    `Telemetry.of(...)`, sent and decoded as columns (`.readings`), read back as rows
+    (`.rows`)."""
 
     v: Literal[1] = 1
     gateway: WireName
     boot_t: Seconds
     seq: Annotated[int, Field(ge=0)]
     t: Seconds
-    readings: tuple[Reading, ...]
+    readings: Readings
+
+    @classmethod
+    def of(
+        cls, *, gateway: str, boot_t: float, seq: int, t: float, readings: Iterable[Reading]
+    ) -> Telemetry:
+        return cls(gateway=gateway, boot_t=boot_t, seq=seq, t=t, readings=Readings.of(readings))
+
+    @property
+    def rows(self) -> tuple[Reading, ...]:
+        c = self.readings
+        return tuple(map(Reading, c.zone, c.point, c.t, c.value, c.quality, c.replayed))
+
+    def __len__(self) -> int:
+        return len(self.readings.zone)
 
 
 # --- commands (controller → gateway) -----------------------------------------------------------
@@ -118,8 +172,10 @@ def law_mode(mode: Mode) -> LawMode:
     return LawMode[mode.name]
 
 
+@cache
 def reason_text(flags: int) -> str:
-    """controller.law.Reason flags as 'occupancy+co2' (what a facility manager reads)."""
+    """controller.law.Reason flags as 'occupancy+co2' (what a facility manager reads); cached:
+    a site has few distinct combinations and this runs twice per zone and period."""
     return "+".join(r.name.lower() for r in Reason if r & flags and r.name) or "none"
 
 

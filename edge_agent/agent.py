@@ -200,7 +200,7 @@ class Agent:
             r = self.table.rows[i]
             self.metrics.last_seen_s.labels(r.zone, r.quantity.value).set(self.table.t[i])
         message = self.table.telemetry(self.cfg.name, self.boot_t, self.seq, now)
-        if message.readings:
+        if len(message):
             self.seq += 1
             await self.uplink.submit(self.telemetry_topic, encode(message))
         self.core_state, cmd, _ = live_step(

@@ -140,7 +140,9 @@ class ReadingTable:
                 )
             )
             self.sent_t[i] = t
-        return Telemetry(gateway=gateway, boot_t=boot_t, seq=seq, t=now, readings=tuple(readings))
+        return Telemetry.of(
+            gateway=gateway, boot_t=boot_t, seq=seq, t=now, readings=tuple(readings)
+        )
 
     def live(self, zones: tuple[str, ...]) -> LiveReadings:
         """The clean values as the control core's inputs for these zones (NaN where none)."""

@@ -50,7 +50,7 @@ def message(
 ) -> Telemetry:
     """A telemetry message sent at `t` (default: its newest reading's time) by the gateway."""
     sent = t if t is not None else max((r.t for r in readings), default=T0)
-    return Telemetry(gateway=gateway, boot_t=boot_t, seq=seq, t=sent, readings=readings)
+    return Telemetry.of(gateway=gateway, boot_t=boot_t, seq=seq, t=sent, readings=readings)
 
 
 def row(state: SiteState, zone: str, point: Quantity) -> tuple[float, float, int]:
@@ -434,7 +434,7 @@ def histories(draw: st.DrawFn) -> tuple[list[Telemetry], list[float]]:
 def _newest(msgs: list[Telemetry]) -> dict[tuple[str, Quantity], Reading]:
     newest: dict[tuple[str, Quantity], Reading] = {}
     for m in msgs:
-        for r in m.readings:
+        for r in m.rows:
             key = (r.zone, r.point)
             if key not in newest or r.t > newest[key].t:
                 newest[key] = r
@@ -442,7 +442,7 @@ def _newest(msgs: list[Telemetry]) -> dict[tuple[str, Quantity], Reading]:
 
 
 def _is_replay(m: Telemetry) -> bool:
-    return any(r.replayed for r in m.readings)
+    return any(r.replayed for r in m.rows)
 
 
 def _live_heard_first(deliveries: list[tuple[Telemetry, float]]) -> list[tuple[Telemetry, float]]:

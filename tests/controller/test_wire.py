@@ -45,7 +45,7 @@ DECODERS = (decode_telemetry, decode_commands, decode_gateway_status, decode_con
 
 
 def telemetry() -> Telemetry:
-    return Telemetry(
+    return Telemetry.of(
         gateway="gw-1",
         boot_t=1.8e9,
         seq=7,
@@ -91,8 +91,9 @@ def test_every_payload_round_trips() -> None:
 
 def test_a_missing_value_is_null_on_the_wire() -> None:
     doc = json.loads(encode(telemetry()))
-    assert doc["readings"][1]["value"] is None
-    assert doc["readings"][2]["replayed"] is True
+    assert doc["readings"]["value"][1] is None
+    assert doc["readings"]["replayed"][2] is True
+    assert doc["readings"]["zone"] == ["office-1", "office-1", "hall"]  # columns, one per field
     assert doc["v"] == 1
 
 
@@ -103,15 +104,25 @@ def test_command_id_names_controller_and_sequence() -> None:
 @pytest.mark.parametrize(
     "mutate",
     [
-        lambda d: d["readings"][0].update(value=float("inf")),
-        lambda d: d["readings"][0].update(point="co2"),
-        lambda d: d["readings"][0].update(zone="office 1/#"),
-        lambda d: d["readings"][0].update(quality=-1),
+        lambda d: d["readings"]["value"].__setitem__(0, float("inf")),
+        lambda d: d["readings"]["point"].__setitem__(0, "co2"),
+        lambda d: d["readings"]["zone"].__setitem__(0, "office 1/#"),
+        lambda d: d["readings"]["quality"].__setitem__(0, -1),
+        lambda d: d["readings"]["t"].pop(),
         lambda d: d.update(v=2),
         lambda d: d.update(seq=-1),
         lambda d: d.pop("gateway"),
     ],
-    ids=["infinite", "unknown-point", "bad-zone-name", "bad-quality", "version", "seq", "missing"],
+    ids=[
+        "infinite",
+        "unknown-point",
+        "bad-zone-name",
+        "bad-quality",
+        "ragged",
+        "version",
+        "seq",
+        "missing",
+    ],
 )
 def test_a_bad_telemetry_payload_is_a_wire_error(mutate: object) -> None:
     doc = json.loads(encode(telemetry()))
@@ -199,3 +210,11 @@ def test_every_core_mode_has_a_wire_name_and_back() -> None:
 def test_reason_text_names_the_flags() -> None:
     assert reason_text(int(law.Reason.OCCUPANCY | law.Reason.CO2)) == "occupancy+co2"
     assert reason_text(0) == "none"
+
+
+def test_telemetry_rows_go_up_as_columns_and_come_back_as_rows() -> None:
+    t = telemetry()
+    rows = decode_telemetry(encode(t)).rows
+    assert rows == t.rows
+    assert rows[1] == Reading("office-1", Quantity.PEOPLE_IN, 1.8e9 + 59, None, 1, False)
+    assert len(t) == 3

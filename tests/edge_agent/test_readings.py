@@ -1,4 +1,4 @@
-"""Tests for edge_agent.readings: rows, device and MQTT updates, validation, telemetry, live()."""
+"""Tests for edge_agent.rows: rows, device and MQTT updates, validation, telemetry, live()."""
 
 from __future__ import annotations
 
@@ -92,7 +92,7 @@ def _clean(table: ReadingTable, zone: str, quantity: Quantity) -> float:
 
 
 def _sent(t: Telemetry) -> dict[tuple[str, str], tuple[float | None, int, float]]:
-    return {(r.zone, r.point.value): (r.value, r.quality, r.t) for r in t.readings}
+    return {(r.zone, r.point.value): (r.value, r.quality, r.t) for r in t.rows}
 
 
 # --- rows -------------------------------------------------------------------------------------

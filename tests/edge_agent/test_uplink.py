@@ -16,6 +16,7 @@ from controller.wire import (
     GatewayStatus,
     Quantity,
     Reading,
+    Readings,
     Telemetry,
     decode_telemetry,
     encode,
@@ -25,7 +26,7 @@ from edge_agent.uplink import RateLimiter, mark_replayed
 
 
 def _telemetry(n: int, *, replayed: bool = False) -> Telemetry:
-    return Telemetry(
+    return Telemetry.of(
         gateway="east-1",
         boot_t=1.7e9,
         seq=42,
@@ -51,17 +52,17 @@ def _telemetry(n: int, *, replayed: bool = False) -> Telemetry:
 def test_mark_replayed_flags_every_reading_and_nothing_else(n: int) -> None:
     original = _telemetry(n)
     marked = decode_telemetry(mark_replayed(encode(original)))
-    assert all(r.replayed for r in marked.readings)
-    assert len(marked.readings) == n
+    assert all(r.replayed for r in marked.rows)
+    assert len(marked) == n
     # Everything else as it was.
-    unflag = tuple(r.model_copy(update={"replayed": False}) for r in marked.readings)
+    unflag = Readings.of(r._replace(replayed=False) for r in marked.rows)
     assert marked.model_copy(update={"readings": unflag}) == original
 
 
 def test_mark_replayed_is_idempotent() -> None:
     once = mark_replayed(encode(_telemetry(4, replayed=True)))
     assert mark_replayed(once) == once
-    assert all(r.replayed for r in decode_telemetry(once).readings)
+    assert all(r.replayed for r in decode_telemetry(once).rows)
 
 
 def test_mark_replayed_of_an_empty_message_is_that_message() -> None:

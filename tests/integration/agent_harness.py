@@ -267,10 +267,7 @@ class Listener:
 
     def values(self, zone: str, point: str) -> list[float | None]:
         return [
-            r.value
-            for t in self.telemetry
-            for r in t.readings
-            if r.zone == zone and r.point == point
+            r.value for t in self.telemetry for r in t.rows if r.zone == zone and r.point == point
         ]
 
 

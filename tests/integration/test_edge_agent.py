@@ -94,10 +94,10 @@ def test_readings_reach_the_broker(rig: Rig, listener: Listener) -> None:
     rig.agent()
     wait_until(lambda: 650.0 in listener.values(ZONE, "co2_ppm"), 20, message="CO2 reading")
     wait_until(lambda: 100.0 in listener.values(OTHER_ZONE, "people_in"), 20, message="counter")
-    first = next(t for t in listener.telemetry if t.readings)
-    good = [r for r in first.readings if r.quality == 0]
+    first = next(t for t in listener.telemetry if t.rows)
+    good = [r for r in first.rows if r.quality == 0]
     assert {(r.zone, r.point.value) for r in good} >= {(ZONE, "co2_ppm"), (ZONE, "t_zone_c")}
-    assert all(not r.replayed for t in listener.telemetry for r in t.readings)
+    assert all(not r.replayed for t in listener.telemetry for r in t.rows)
     # The birth message: retained, online.
     wait_until(lambda: any(s.state is GatewayState.ONLINE for s in listener.statuses), 10)
     # A reading that changes in the building changes on the wire.
@@ -112,7 +112,7 @@ def test_a_broker_outage_loses_no_reading(rig: Rig, listener: Listener) -> None:
     time.sleep(2.0)  # ~8 cycles of 0.25 s while the broker is away
     rig.broker.start()
     before = len(listener.telemetry)
-    wait_until(lambda: any(r.replayed for t in listener.telemetry for r in t.readings), 30,
+    wait_until(lambda: any(r.replayed for t in listener.telemetry for r in t.rows), 30,
                message="replayed telemetry")  # fmt: skip
     wait_until(lambda: len(listener.telemetry) >= before + 12, 30, message="catching up")
     seqs = [t.seq for t in listener.telemetry]
@@ -121,7 +121,7 @@ def test_a_broker_outage_loses_no_reading(rig: Rig, listener: Listener) -> None:
     # In order: the agent sends oldest first (duplicates of an unacknowledged message aside).
     unique = [s for i, s in enumerate(seqs) if s not in seqs[:i]]
     assert unique == sorted(unique)
-    replayed = [t for t in listener.telemetry if t.readings and t.readings[0].replayed]
+    replayed = [t for t in listener.telemetry if len(t) and t.rows[0].replayed]
     assert len(replayed) >= 4, "the cycles during the outage come back flagged as replayed"
 
 
@@ -162,7 +162,7 @@ def test_a_dead_device_does_not_delay_the_others(rig: Rig, listener: Listener) -
     wait_until(lambda: len(listener.telemetry) >= 16, 40, message="16 cycles")
     # Every cycle after the first few has the live sensors' readings, good.
     for t in listener.telemetry[4:16]:
-        good = {(r.zone, r.point.value) for r in t.readings if r.quality == 0}
+        good = {(r.zone, r.point.value) for r in t.rows if r.quality == 0}
         assert (ZONE, "co2_ppm") in good, f"cycle {t.seq} lacks the live sensor"
     # The dead device is asked rarely: backoff, not a timeout every cycle.
     with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as r:

@@ -186,7 +186,7 @@ def _good(listener: Listener, zone: str, point: str) -> list[float | None]:
     return [
         r.value
         for t in listener.telemetry
-        for r in t.readings
+        for r in t.rows
         if r.zone == zone and r.point == point and r.quality == 0
     ]
 
@@ -298,7 +298,7 @@ def test_a_reload_with_a_broken_file_keeps_the_running_configuration(
     wait_until(lambda: len(listener.telemetry) >= seen + 4, 20, message="still publishing")
     assert agent.is_running
     assert {t.boot_t for t in listener.telemetry} == {boot}
-    assert any(r.zone == OTHER_ZONE for t in listener.telemetry[seen:] for r in t.readings)
+    assert any(r.zone == OTHER_ZONE for t in listener.telemetry[seen:] for r in t.rows)
     assert not _log_lines(agent, "configuration reloaded")
 
 
@@ -319,7 +319,7 @@ def test_a_reload_applies_a_changed_file_without_losing_the_buffer(
     rig.broker.start()
     # The new configuration is live: the added zone is read and published.
     wait_until(
-        lambda: any(r.zone == "office-e2" for t in listener.telemetry for r in t.readings),
+        lambda: any(r.zone == "office-e2" for t in listener.telemetry for r in t.rows),
         30,
         message="the added zone in telemetry",
     )
@@ -333,9 +333,9 @@ def test_a_reload_applies_a_changed_file_without_losing_the_buffer(
     seqs = [t.seq for t in old]
     assert min(seqs) == 0
     assert contiguous(seqs), f"a gap in the old agent's sequence: {sorted(set(seqs))}"
-    replayed = [t for t in old if t.readings and all(r.replayed for r in t.readings)]
+    replayed = [t for t in old if len(t) and all(r.replayed for r in t.rows)]
     assert len(replayed) >= 3, "the cycles of the outage came out of the buffer, as replays"
-    assert all(r.zone != "office-e2" for t in old for r in t.readings)
+    assert all(r.zone != "office-e2" for t in old for r in t.rows)
 
 
 # --- (c) a malformed command -----------------------------------------------------------------
@@ -448,7 +448,7 @@ def test_the_metrics_endpoint_serves_the_documented_metrics(rig: Rig, listener: 
         first = min(
             r.t
             for t in listener.telemetry
-            for r in t.readings
+            for r in t.rows
             if r.zone == zone and r.point == point and r.quality == 0
         )
         assert seen >= first
