@@ -24,6 +24,7 @@ from typing import NamedTuple, Protocol
 from controller.service_config import Historian as HistorianConfig
 from controller.service_config import InfluxDB as InfluxConfig
 from controller.service_config import SqliteHistory
+from controller.wire import Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -79,16 +80,83 @@ def line(r: Record) -> str | None:
 class Sink(Protocol):
     """Where batches go; `write` raises on any failure (the batch is then retried)."""
 
-    def write(self, records: Sequence[Record]) -> None: ...
+    def write(self, items: Sequence[Item]) -> None: ...
     def close(self) -> None: ...
 
 
+class TelemetryRecord(NamedTuple):
+    """A whole telemetry message for history: one item in the queue, however many readings it
+    holds (building forty Records per message on the ingest path cost more than the ingest).
+    Sinks expand it as they need: lines for InfluxDB, one row for SQLite."""
+
+    site: str
+    msg: Telemetry
+    payload: bytes  # the message as received (JSON)
+    offset_s: float  # the gateway's clock offset when it arrived
+
+    @property
+    def n(self) -> int:
+        return len(self.msg)
+
+    def records(self) -> list[Record]:
+        m, off = self.msg, self.offset_s
+        return [
+            Record(
+                "reading",
+                (("site", self.site), ("zone", r.zone), ("point", r.point.value),
+                 ("gateway", m.gateway)),
+                (*((("value", r.value),) if r.value is not None else ()),
+                 ("quality", r.quality), ("replayed", r.replayed)),
+                int((r.t + off) * 1e9),
+            )
+            for r in m.rows
+        ]  # fmt: skip
+
+
+Item = Record | TelemetryRecord
+
+
+def _size(item: Item) -> int:
+    return item.n if isinstance(item, TelemetryRecord) else 1
+
+
+def expand(items: Iterable[Item]) -> list[Record]:
+    """Every item as Records (a telemetry message as one per reading)."""
+    out: list[Record] = []
+    for item in items:
+        if isinstance(item, TelemetryRecord):
+            out.extend(item.records())
+        else:
+            out.append(item)
+    return out
+
+
+def _telemetry_lines(item: TelemetryRecord) -> list[str]:
+    """The lines of `line(record)` for each of item.records(), built without the Records."""
+    m = item.msg
+    head = f"reading,site={_tag(item.site)},zone="
+    gateway = _tag(m.gateway)
+    out = []
+    for r in m.rows:
+        fields = f"quality={r.quality}i,replayed={'true' if r.replayed else 'false'}"
+        if r.value is not None:
+            fields = f"value={r.value!r},{fields}"
+        t_ns = int((r.t + item.offset_s) * 1e9)
+        out.append(f"{head}{_tag(r.zone)},point={r.point.value},gateway={gateway} {fields} {t_ns}")
+    return out
+
+
+def _tag(value: str) -> str:
+    return value.translate(_KEY_ESCAPES)
+
+
 class HistoryQueue:
-    """Bounded; full means the oldest records go (counted)."""
+    """Bounded in records; full means the oldest go (counted)."""
 
     def __init__(self, max_records: int) -> None:
         self.max_records = max_records
-        self._q: deque[Record] = deque()
+        self._q: deque[Item] = deque()
+        self._n = 0  # records held (a telemetry message counts its readings)
         self.dropped = 0
         self.written = 0
         self._ready = asyncio.Event()
@@ -96,32 +164,51 @@ class HistoryQueue:
         self._idle.set()
 
     def put(self, records: Iterable[Record]) -> None:
+        before = len(self._q)
+        self._q.extend(records)
+        self._n += len(self._q) - before
+        self._settle()
+
+    def put_message(self, item: TelemetryRecord) -> None:
+        """A telemetry message's readings, as one item."""
+        if item.n > 0:
+            self._q.append(item)
+            self._n += item.n
+            self._settle()
+
+    def _settle(self) -> None:
         q = self._q
-        q.extend(records)
-        over = len(q) - self.max_records
-        if over > 0:
+        if self._n > self.max_records:
             if self.dropped == 0:
                 log.warning(
                     "history queue full (%d records): dropping the oldest (counted; the "
                     "database is slow or away)",
                     self.max_records,
                 )
-            for _ in range(over):
-                q.popleft()
-            self.dropped += over
+            while self._n > self.max_records:
+                k = _size(q.popleft())
+                self._n -= k
+                self.dropped += k
         if q:
             self._ready.set()
             self._idle.clear()
 
-    def take(self, n: int) -> list[Record]:
+    def take(self, n: int) -> list[Item]:
+        """About n records' worth of items, oldest first (a message is never split)."""
         q = self._q
-        batch = [q.popleft() for _ in range(min(n, len(q)))]
+        batch: list[Item] = []
+        taken = 0
+        while q and taken < n:
+            item = q.popleft()
+            batch.append(item)
+            taken += _size(item)
+        self._n -= taken
         if not q:
             self._ready.clear()
         return batch
 
     def __len__(self) -> int:
-        return len(self._q)
+        return self._n
 
     async def wait(self) -> None:
         await self._ready.wait()
@@ -168,7 +255,7 @@ class Writer:
             if batch:
                 await self._deliver(batch)
 
-    async def _deliver(self, batch: list[Record]) -> None:
+    async def _deliver(self, batch: list[Item]) -> None:
         tries = 0
         while True:
             try:
@@ -185,7 +272,7 @@ class Writer:
                 continue
             if tries:
                 log.info("history writes succeed again after %d failures", tries)
-            self.queue.delivered(len(batch))
+            self.queue.delivered(sum(map(_size, batch)))
             self.batches += 1
             return
 
@@ -209,8 +296,13 @@ class InfluxSink:
         self.bucket = cfg.bucket
         self.org = cfg.org
 
-    def write(self, records: Sequence[Record]) -> None:
-        lines = [text for text in map(line, records) if text is not None]
+    def write(self, items: Sequence[Item]) -> None:
+        lines: list[str] = []
+        for item in items:
+            if isinstance(item, TelemetryRecord):
+                lines += _telemetry_lines(item)
+            elif (text := line(item)) is not None:
+                lines.append(text)
         if lines:
             self._api.write(
                 bucket=self.bucket, org=self.org, record=lines, write_precision=self._precision
@@ -221,48 +313,105 @@ class InfluxSink:
         self._client.close()  # type: ignore[no-untyped-call]
 
 
+_TELEMETRY_SCHEMA = """
+CREATE TABLE IF NOT EXISTS telemetry (
+    t_ns INTEGER NOT NULL, site TEXT NOT NULL, gateway TEXT NOT NULL, offset_s REAL NOT NULL,
+    payload TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS telemetry_t ON telemetry (t_ns);
+CREATE VIEW IF NOT EXISTS readings AS
+SELECT CAST((json_extract(m.payload, '$.readings.t[' || z.key || ']') + m.offset_s) * 1e9
+            AS INTEGER) AS t_ns,
+       m.site AS site,
+       z.value AS zone,
+       json_extract(m.payload, '$.readings.point[' || z.key || ']') AS point,
+       m.gateway AS gateway,
+       json_extract(m.payload, '$.readings.value[' || z.key || ']') AS value,
+       json_extract(m.payload, '$.readings.quality[' || z.key || ']') AS quality,
+       json_extract(m.payload, '$.readings.replayed[' || z.key || ']') AS replayed
+FROM telemetry AS m, json_each(m.payload, '$.readings.zone') AS z;
+"""
+
+
 class SqliteSink:
-    """The embedded history: one table of records, field values as JSON-free columns."""
+    """The embedded history: a table per measurement (reading, estimate, command), one row per
+    record, a column per tag and field, so that it reads like the InfluxDB series:
+    `SELECT t_ns, zone, value FROM readings WHERE point = 'co2_ppm'`."""
 
     def __init__(self, cfg: SqliteHistory, clock: Callable[[], float] = time.time) -> None:
         cfg.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(cfg.path, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
+        # History is not the building's safety: an OS crash may lose the last second of it.
         self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS history (t_ns INTEGER NOT NULL, measurement TEXT NOT "
-            "NULL, site TEXT, zone TEXT, tag TEXT, field TEXT NOT NULL, value REAL, text TEXT)"
-        )
-        self._db.execute("CREATE INDEX IF NOT EXISTS history_t ON history (t_ns)")
-        self._db.commit()
+        # Telemetry is kept as received, a row per message (cheap to write at thousands of
+        # messages a second); the `readings` view shows a row per reading, like InfluxDB.
+        self._db.executescript(_TELEMETRY_SCHEMA)
+        self._columns: dict[str, list[str]] = {}
+        for (table,) in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'"):
+            cols = self._db.execute(f'PRAGMA table_info("{table}")').fetchall()
+            self._columns[table] = [c[1] for c in cols]
         self.retention_s = cfg.retention_days * 86_400.0
         self.clock = clock
         self._trimmed_at = -math.inf
 
-    def write(self, records: Sequence[Record]) -> None:
-        rows: list[
-            tuple[int, str, str | None, str | None, str | None, str, float | None, str | None]
-        ] = []
-        for r in records:
-            tags = dict(r.tags)
-            site, zone = tags.pop("site", None), tags.pop("zone", None)
-            tag = ",".join(f"{k}={v}" for k, v in tags.items()) or None
-            for k, v in r.fields:
-                if isinstance(v, str):
-                    rows.append((r.t_ns, r.measurement, site, zone, tag, k, None, v))
-                elif isinstance(v, bool) or math.isfinite(v):
-                    rows.append((r.t_ns, r.measurement, site, zone, tag, k, float(v), None))
+    def _ensure(self, table: str, keys: list[str]) -> None:
+        """The table exists and has a column for every key."""
+        for name in (table, *keys):
+            if not name.replace("_", "").isalnum():
+                raise ValueError(f"not a history name: {name!r}")
+        cols = self._columns.get(table)
+        if cols is None:
+            self._db.execute(f'CREATE TABLE "{table}" (t_ns INTEGER NOT NULL)')
+            self._db.execute(f'CREATE INDEX "{table}_t" ON "{table}" (t_ns)')
+            cols = self._columns[table] = ["t_ns"]
+        for key in keys:
+            if key not in cols:
+                self._db.execute(f'ALTER TABLE "{table}" ADD COLUMN "{key}"')
+                cols.append(key)
+
+    def write(self, items: Sequence[Item]) -> None:
+        groups: dict[str, list[Record]] = {}
+        messages: list[tuple[int, str, str, float, str]] = []
+        for item in items:
+            if isinstance(item, TelemetryRecord):
+                m = item.msg
+                t_ns = int((m.t + item.offset_s) * 1e9)
+                messages.append((t_ns, item.site, m.gateway, item.offset_s, item.payload.decode()))
+            else:
+                groups.setdefault(item.measurement, []).append(item)
         with self._db:
-            self._db.executemany("INSERT INTO history VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            if messages:
+                self._db.executemany(
+                    "INSERT INTO telemetry (t_ns, site, gateway, offset_s, payload) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    messages,
+                )
+            for table, group in groups.items():
+                keys = list(dict.fromkeys(k for r in group for k, _ in (*r.tags, *r.fields)))
+                self._ensure(table, keys)
+                # Names are checked in _ensure (letters, digits, '_'): safe to quote inline.
+                columns = ", ".join(f'"{k}"' for k in keys)
+                sql = f'INSERT INTO "{table}" (t_ns, {columns}) VALUES (?{", ?" * len(keys)})'  # noqa: S608
+                self._db.executemany(sql, [_row(r, keys) for r in group])
         now = self.clock()
         if now - self._trimmed_at > 3600.0:  # retention: once an hour is plenty
             cutoff = int((now - self.retention_s) * 1e9)
             with self._db:
-                self._db.execute("DELETE FROM history WHERE t_ns < ?", (cutoff,))
+                for table in self._columns:
+                    self._db.execute(f'DELETE FROM "{table}" WHERE t_ns < ?', (cutoff,))  # noqa: S608
             self._trimmed_at = now
 
     def close(self) -> None:
         self._db.close()
+
+
+def _row(r: Record, keys: list[str]) -> tuple[object, ...]:
+    values: dict[str, object] = dict(r.tags)
+    for k, v in r.fields:
+        # SQLite has no NaN (it would store NULL anyway); bools as 0/1.
+        values[k] = None if isinstance(v, float) and not math.isfinite(v) else v
+    return (r.t_ns, *(values.get(k) for k in keys))
 
 
 def make_sink(cfg: HistorianConfig) -> Sink:

@@ -19,14 +19,19 @@ from controller.historian import (
     FieldValue,
     HistoryQueue,
     InfluxSink,
+    Item,
     Record,
     SqliteSink,
+    TelemetryRecord,
     Writer,
+    _telemetry_lines,
+    expand,
     line,
     make_sink,
     writer_for,
 )
 from controller.service_config import Historian, InfluxDB, SqliteHistory
+from controller.wire import Quantity, Reading, Telemetry, encode
 
 T_NS = 1_800_000_000_000_000_000
 GUARD_S = 10.0  # only against a hang: no test waits on time passing
@@ -201,7 +206,7 @@ def test_the_queue_drops_the_oldest_beyond_its_bound_and_counts_them() -> None:
     assert (len(q), q.dropped) == (5, 2)
     q.put(rec(i) for i in range(7, 20))  # one put far beyond the bound
     assert (len(q), q.dropped) == (5, 15)
-    assert [r.t_ns - T_NS for r in q.take(100)] == [15, 16, 17, 18, 19]
+    assert [r.t_ns - T_NS for r in expand(q.take(100))] == [15, 16, 17, 18, 19]
     assert len(q) == 0
 
 
@@ -222,7 +227,7 @@ def test_the_queue_bound_and_drop_count_are_exact(bound: int, steps: list[tuple[
         while len(model) > bound:
             model.popleft()
             dropped += 1
-        taken = [r.t_ns - T_NS for r in q.take(take_n)]
+        taken = [r.t_ns - T_NS for r in expand(q.take(take_n))]
         expected = [model.popleft() for _ in range(min(take_n, len(model)))]
         assert taken == expected
         taken_n += len(taken)
@@ -248,12 +253,12 @@ class FlakySink:
         self.attempts: list[list[Record]] = []
         self.written: list[list[Record]] = []
 
-    def write(self, records: Sequence[Record]) -> None:
-        self.attempts.append(list(records))
+    def write(self, records: Sequence[Item]) -> None:
+        self.attempts.append(expand(records))
         if self.left > 0:
             self.left -= 1
             raise ConnectionError("database away")
-        self.written.append(list(records))
+        self.written.append(expand(records))
 
     def close(self) -> None:
         pass
@@ -344,10 +349,10 @@ class BlockingSink:
         self.release = threading.Event()
         self.written: list[Record] = []
 
-    def write(self, records: Sequence[Record]) -> None:
+    def write(self, records: Sequence[Item]) -> None:
         self.started.set()
         assert self.release.wait(GUARD_S)
-        self.written += records
+        self.written += expand(records)
 
     def close(self) -> None:
         pass
@@ -389,15 +394,12 @@ class Clock:
         return self.now
 
 
-def _rows(path: Path) -> list[tuple[Any, ...]]:
+def _rows(path: Path, table: str, columns: str = "*") -> list[tuple[Any, ...]]:
     with sqlite3.connect(path) as db:
-        return db.execute(
-            "SELECT t_ns, measurement, site, zone, tag, field, value, text FROM history "
-            "ORDER BY t_ns, field"
-        ).fetchall()
+        return db.execute(f'SELECT {columns} FROM "{table}" ORDER BY t_ns').fetchall()  # noqa: S608
 
 
-def test_sqlite_writes_one_row_per_field(tmp_path: Path) -> None:
+def test_sqlite_writes_a_row_per_record_in_a_table_per_measurement(tmp_path: Path) -> None:
     path = tmp_path / "deep" / "history.sqlite"
     now = 1.8e9
     sink = SqliteSink(SqliteHistory(path=path, retention_days=1.0), clock=Clock(now))
@@ -413,13 +415,25 @@ def test_sqlite_writes_one_row_per_field(tmp_path: Path) -> None:
             Record("command", (("site", "s"),), (("reason", "occupancy+co2"),), t + 1),
         ]
     )
+    # A later record with a field the table has not seen gets a column of its own.
+    sink.write([Record("reading", (("site", "s"),), (("value", 1.0), ("extra", 2)), t + 2)])
     sink.close()
-    assert _rows(path) == [
-        (t, "reading", "s", "z", "point=co2_ppm,gateway=gw-1", "quality", 0.0, None),
-        (t, "reading", "s", "z", "point=co2_ppm,gateway=gw-1", "replayed", 1.0, None),
-        (t, "reading", "s", "z", "point=co2_ppm,gateway=gw-1", "value", 612.5, None),
-        (t + 1, "command", "s", None, None, "reason", None, "occupancy+co2"),
+    assert _rows(
+        path, "reading", "t_ns, site, zone, point, gateway, value, quality, replayed, bad, extra"
+    ) == [
+        (t, "s", "z", "co2_ppm", "gw-1", 612.5, 0, 1, None, None),
+        (t + 2, "s", None, None, None, 1.0, None, None, None, 2),
     ]
+    assert _rows(path, "command") == [(t + 1, "s", "occupancy+co2")]
+
+
+def test_sqlite_refuses_names_that_are_not_identifiers(tmp_path: Path) -> None:
+    sink = SqliteSink(SqliteHistory(path=tmp_path / "h.sqlite"), clock=Clock(1.8e9))
+    try:
+        with pytest.raises(ValueError, match="not a history name"):
+            sink.write([Record('x"; DROP TABLE reading; --', (), (("v", 1.0),), 1)])
+    finally:
+        sink.close()
 
 
 def test_sqlite_trims_by_retention_with_its_clock(tmp_path: Path) -> None:
@@ -431,18 +445,21 @@ def test_sqlite_trims_by_retention_with_its_clock(tmp_path: Path) -> None:
     def at(age_days: float, i: int) -> Record:
         return Record("m", (), (("v", float(i)),), int((clock.now - age_days * day) * 1e9))
 
+    def values() -> list[float]:
+        return sorted(r[0] for r in _rows(path, "m", "v"))
+
     sink.write([at(3.0, 0), at(1.0, 1)])  # the 3-day-old record is past retention
-    assert [r[6] for r in _rows(path)] == [1.0]
+    assert values() == [1.0]
     clock.now += 1.5 * day  # record 1 is now 2.5 days old
     sink.write([at(0.0, 2)])
-    assert [r[6] for r in _rows(path)] == [2.0]
+    assert values() == [2.0]
     # Another 10 minutes: too soon to trim again, nothing newly past retention is deleted yet.
     clock.now += 600.0
     sink.write([at(2.5, 3)])
-    assert sorted(r[6] for r in _rows(path)) == [2.0, 3.0]
+    assert values() == [2.0, 3.0]
     clock.now += 3600.0
     sink.write([at(0.0, 4)])
-    assert sorted(r[6] for r in _rows(path)) == [2.0, 4.0]
+    assert values() == [2.0, 4.0]
     sink.close()
 
 
@@ -454,7 +471,7 @@ def test_sqlite_reopens_its_file(tmp_path: Path) -> None:
     second = SqliteSink(cfg, clock=Clock(1.8e9))
     second.write([rec(2)])
     second.close()
-    assert [r[3] for r in _rows(cfg.path)] == ["z1", "z2"]
+    assert [r[0] for r in _rows(cfg.path, rec(1).measurement, "zone")] == ["z1", "z2"]
 
 
 def test_make_sink_and_writer_follow_the_config(tmp_path: Path) -> None:
@@ -504,3 +521,46 @@ def test_influx_sink_sends_the_writable_lines_as_one_request() -> None:
     call = fake.calls[0]
     assert (call["bucket"], call["org"]) == ("b", "city")
     assert call["record"] == [line(rec(1)), line(rec(2))]
+
+
+def _message() -> TelemetryRecord:
+    readings = (
+        Reading(zone="office-1", point=Quantity.CO2_PPM, t=1.8e9, value=612.5),
+        Reading(zone="hall", point=Quantity.PEOPLE_IN, t=1.8e9 + 1, value=None, quality=1),
+        Reading(zone="hall", point=Quantity.T_ZONE_C, t=1.8e9 - 60, value=21.0, replayed=True),
+    )
+    msg = Telemetry.of(gateway="gw-1", boot_t=1.0, seq=3, t=1.8e9 + 2, readings=readings)
+    return TelemetryRecord("site a", msg, encode(msg), offset_s=-0.5)
+
+
+def test_a_telemetry_message_makes_the_lines_its_records_make() -> None:
+    item = _message()
+    assert item.n == 3
+    assert _telemetry_lines(item) == [line(r) for r in item.records()]
+    assert expand([item, rec(1)]) == [*item.records(), rec(1)]
+
+
+def test_sqlite_keeps_telemetry_as_received_and_shows_a_row_per_reading(tmp_path: Path) -> None:
+    path = tmp_path / "h.sqlite"
+    sink = SqliteSink(SqliteHistory(path=path), clock=Clock(1.8e9))
+    item = _message()
+    sink.write([item])
+    sink.close()
+    with sqlite3.connect(path) as db:
+        rows = db.execute(
+            "SELECT t_ns, site, zone, point, gateway, value, quality, replayed FROM readings "
+            "ORDER BY t_ns"
+        ).fetchall()
+    expected = sorted(
+        (r.t_ns, "site a", dict(r.tags)["zone"], dict(r.tags)["point"], "gw-1",
+         dict(r.fields).get("value"), dict(r.fields)["quality"], int(dict(r.fields)["replayed"]))
+        for r in item.records()
+    )  # fmt: skip
+    assert rows == expected
+
+
+def test_a_queued_message_counts_its_readings_against_the_bound() -> None:
+    q = HistoryQueue(max_records=5)
+    q.put_message(_message())
+    q.put_message(_message())  # 6 readings > 5: the oldest message goes whole
+    assert (len(q), q.dropped) == (3, 3)

@@ -140,7 +140,7 @@ class Gateways:
                     Reading(zone=z, point=Quantity.PEOPLE_IN, t=now, value=cin),
                     Reading(zone=z, point=Quantity.PEOPLE_OUT, t=now, value=cout),
                 ]
-            msg = Telemetry(
+            msg = Telemetry.of(
                 gateway=gw, boot_t=self.boot_t, seq=self.seq[gw], t=now, readings=tuple(readings)
             )
             self.seq[gw] += 1
@@ -153,7 +153,7 @@ class Gateways:
         assert self._client is not None
         now = time.time()
         cin, cout = self.counters[zone]
-        msg = Telemetry(
+        msg = Telemetry.of(
             gateway=gw, boot_t=self.boot_t, seq=self.seq[gw], t=now,
             readings=(Reading(zone=zone, point=Quantity.PEOPLE_IN, t=now, value=cin),
                       Reading(zone=zone, point=Quantity.PEOPLE_OUT, t=now, value=cout)),
