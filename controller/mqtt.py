@@ -13,9 +13,12 @@ session with SessionError; reconnecting (with backoff) is the caller's loop, as 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
 import socket
 import ssl
+import sys
+import termios
 from collections import deque
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
@@ -33,6 +36,8 @@ from sensors.errors import IlmaError
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 10.0
+# Packets read in one turn of the event loop at most (then the other tasks get theirs).
+MAX_PACKETS_PER_READ = 1000
 
 
 class SessionError(IlmaError, ConnectionError):
@@ -52,8 +57,8 @@ Message = tuple[str, bytes, Properties | None]
 
 class Session:
     """One connection's life: `async with Session(...) as s:`, then subscribe, publish and
-    iterate `s.messages()`; leaving the block disconnects. Everything runs on the event loop's
-    thread (only the blocking TCP connect goes to an executor)."""
+    iterate `s.messages()` (or `s.batches()`); leaving the block disconnects. Everything runs
+    on the event loop's thread (only the blocking TCP connect goes to an executor)."""
 
     def __init__(
         self,
@@ -132,8 +137,14 @@ class Session:
     # --- driving paho -------------------------------------------------------------------------
 
     def _readable(self) -> None:
-        """Read what has arrived (many packets), then send the acknowledgements in one write."""
-        rc = self._client.loop_read(max_packets=1000)
+        """Read what has arrived (many packets), then send the acknowledgements in one go."""
+        c = self._client
+        for _ in range(MAX_PACKETS_PER_READ):
+            # paho reads one packet per call whatever max_packets says (it counts QoS 2
+            # flights): read on while the socket holds more, not one packet per turn of the loop.
+            rc = c.loop_read()
+            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or not _more_to_read(self._sock):
+                break
         if self._inbox:
             self._inbox_ready.set()
         if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
@@ -257,16 +268,27 @@ class Session:
     def is_lost(self) -> bool:
         return self._lost is not None and self._lost.done()
 
-    async def messages(self) -> AsyncGenerator[Message, None]:
-        """Every message, in order, until the session is lost (then SessionError)."""
+    async def batches(self) -> AsyncGenerator[list[Message], None]:
+        """The messages as they were read from the socket together, in order, until the
+        session is lost (then SessionError). A consumer that takes a batch at once pays the
+        event loop's overhead per read, not per message."""
         inbox = self._inbox
         while True:
-            while inbox:
-                yield inbox.popleft()
+            if inbox:
+                batch = list(inbox)
+                inbox.clear()
+                yield batch
+                continue
             if self._lost is not None and self._lost.done():
                 self._lost.result()  # raises SessionError
             self._inbox_ready.clear()
             await self._inbox_ready.wait()
+
+    async def messages(self) -> AsyncGenerator[Message, None]:
+        """Every message, in order, until the session is lost (then SessionError)."""
+        async for batch in self.batches():
+            for message in batch:
+                yield message
 
     async def subscribe(self, topic: str, qos: int = 1) -> None:
         result, _mid = self._client.subscribe(topic, qos=qos)
@@ -303,6 +325,16 @@ class Session:
         except TimeoutError as exc:
             self._acks.pop(info.mid, None)
             raise SessionError(f"no acknowledgement for {topic!r} in {ack_timeout_s} s") from exc
+
+
+def _more_to_read(sock: Any) -> bool:  # noqa: ANN401  (paho's socket type)
+    """Whether bytes are waiting: in the kernel's buffer, or decrypted in the TLS layer's."""
+    if sock is None:
+        return False
+    if isinstance(sock, ssl.SSLSocket) and sock.pending():
+        return True
+    waiting = fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0")
+    return int.from_bytes(waiting, sys.byteorder) > 0
 
 
 def _no_delay(_c: mqtt.Client, _u: object, sock: Any) -> None:  # noqa: ANN401  (paho's socket type)
