@@ -10,9 +10,9 @@ updates the current state only if it is newer than what is there (it always goes
 
 from __future__ import annotations
 
-import math
 import statistics
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -20,7 +20,7 @@ import numpy as np
 
 from controller.live import LiveReadings
 from controller.wire import Quantity, Telemetry
-from sensors.arrays import FloatArray
+from sensors.arrays import FloatArray, IntArray
 from sensors.validation import Quality
 
 QUANTITIES = tuple(Quantity)
@@ -48,6 +48,36 @@ class Ingested(NamedTuple):
     new_zones: frozenset[int] = frozenset()  # zones heard of for the first time
 
 
+class Batch(NamedTuple):
+    """What a batch of telemetry messages did to the state (see SiteState.ingest_many)."""
+
+    new: int
+    history: int
+    duplicates: int  # messages seen before (they change nothing)
+    unknown_zones: int
+    counter_zones: frozenset[int]
+    new_zones: frozenset[int]
+    accepted: list[tuple[int, float]]  # (index in the batch, its gateway's offset) of the rest
+
+
+class _Layout(NamedTuple):
+    """Where a message's readings go: the state indices of its known readings."""
+
+    zone: tuple[str, ...]
+    point: tuple[Quantity, ...]
+    known: list[int] | None  # positions of the readings of known zones; None: all
+    zones: list[int]
+    quantities: list[int]
+
+
+def _layout(index: dict[str, int], zone: tuple[str, ...], point: tuple[Quantity, ...]) -> _Layout:
+    zone_of = [index.get(z, -1) for z in zone]
+    if -1 not in zone_of:
+        return _Layout(zone, point, None, zone_of, [_Q[p] for p in point])
+    known = [k for k, z in enumerate(zone_of) if z >= 0]
+    return _Layout(zone, point, known, [zone_of[k] for k in known], [_Q[point[k]] for k in known])
+
+
 @dataclass
 class _Gateway:
     boot_t: float = -1.0
@@ -55,6 +85,28 @@ class _Gateway:
     max_seq: int = -1
     offsets: deque[float] = field(default_factory=lambda: deque(maxlen=SKEW_SAMPLES))
     offset_s: float = 0.0
+    layout: _Layout | None = None
+
+    def duplicate(self, msg: Telemetry) -> bool:
+        """Whether the message was seen before; if not, remember it."""
+        if msg.boot_t != self.boot_t:
+            if msg.boot_t < self.boot_t and self.boot_t > 0:
+                # A message of an earlier boot, replayed late: history, but no state to track.
+                return False
+            self.boot_t, self.seen, self.max_seq = msg.boot_t, set(), -1
+        elif msg.seq in self.seen:
+            return True
+        self.seen.add(msg.seq)
+        if msg.seq > self.max_seq:
+            self.max_seq = msg.seq
+            if len(self.seen) > 2 * SEQ_WINDOW:
+                self.seen = {s for s in self.seen if s > self.max_seq - SEQ_WINDOW}
+        return False
+
+    def heard_live(self, sent_s: float, received_s: float) -> None:
+        self.offsets.append(received_s - sent_s)
+        median = statistics.median(self.offsets)
+        self.offset_s = median if abs(median) >= SKEW_IGNORED_S else 0.0
 
 
 class SiteState:
@@ -68,8 +120,10 @@ class SiteState:
         self.t = np.full((q, n), -np.inf)  # controller-clock time of each current value
         self.quality = np.zeros((q, n), dtype=np.int32)
         self.gateway_of_zone: list[str | None] = [None] * n
+        self._gateway_id = np.full(n, -1, dtype=np.int64)  # gateway_of_zone as ids, for numpy
         self._zones_by_gateway: dict[str, set[int]] = {}
         self.gateways: dict[str, _Gateway] = {}
+        self._ids: dict[str, int] = {}
 
     def gateway_offset_s(self, gateway: str) -> float:
         g = self.gateways.get(gateway)
@@ -80,74 +134,127 @@ class SiteState:
 
     def ingest(self, msg: Telemetry, received_s: float) -> Ingested:
         """Take one telemetry message received at `received_s` (controller clock)."""
-        g = self.gateways.setdefault(msg.gateway, _Gateway())
-        if msg.boot_t != g.boot_t:
-            if msg.boot_t < g.boot_t and g.boot_t > 0:
-                # A message of an earlier boot, replayed late: history, but no state to track.
-                pass
-            else:
-                g.boot_t, g.seen, g.max_seq = msg.boot_t, set(), -1
-        elif msg.seq in g.seen:
-            return Ingested(0, 0, True, 0, frozenset())
-        if msg.boot_t == g.boot_t:
-            g.seen.add(msg.seq)
-            if msg.seq > g.max_seq:
-                g.max_seq = msg.seq
-                if len(g.seen) > 2 * SEQ_WINDOW:
-                    g.seen = {s for s in g.seen if s > g.max_seq - SEQ_WINDOW}
-        # Whole columns at once: the message's readings are arrays on the wire already.
-        c = msg.readings
+        b = self.ingest_many((msg,), received_s)
+        return Ingested(
+            b.new, b.history, b.duplicates > 0, b.unknown_zones, b.counter_zones, b.new_zones
+        )
+
+    def ingest_many(self, msgs: Sequence[Telemetry], received_s: float) -> Batch:
+        """Take the messages received together at `received_s`, in their order. The state
+        afterwards is what taking them one by one leaves; the numpy work is done once for
+        the batch (per message it cost more than decoding the message)."""
         index = self.index
-        zone_of = [index.get(zone, -1) for zone in c.zone]
-        known = [i for i, z in enumerate(zone_of) if z >= 0]
-        unknown = len(zone_of) - len(known)
-        replayed = any(c.replayed)
-        zs = [zone_of[i] for i in known] if unknown else zone_of
-        qs = [_Q[c.point[i]] for i in known] if unknown else [_Q[p] for p in c.point]
-        pick = (lambda col: [col[i] for i in known]) if unknown else list
-        ts = pick(c.t)
-        vs = [math.nan if v is None else v for v in pick(c.value)]
-        quality = pick(c.quality)
-        if not replayed:
-            g.offsets.append(received_s - msg.t)
-            median = statistics.median(g.offsets)
-            g.offset_s = median if abs(median) >= SKEW_IGNORED_S else 0.0
+        zs: list[int] = []
+        qs: list[int] = []
+        ts: list[float] = []
+        vs: list[float | None] = []
+        quality: list[int] = []
+        offsets: list[float] = []  # per accepted message
+        lengths: list[int] = []
+        gw_ids: list[int] = []
+        accepted: list[tuple[int, float]] = []
+        duplicates = unknown = 0
+        for i, msg in enumerate(msgs):
+            g = self.gateways.get(msg.gateway)
+            if g is None:
+                g = self.gateways[msg.gateway] = _Gateway()
+                self._ids[msg.gateway] = len(self._ids)
+            if g.duplicate(msg):
+                duplicates += 1
+                continue
+            c = msg.readings
+            if not any(c.replayed):
+                g.heard_live(msg.t, received_s)
+            accepted.append((i, g.offset_s))
+            # A gateway sends the same zones and points every cycle: their indices are cached.
+            lay = g.layout
+            if lay is None or lay.zone != c.zone or lay.point != c.point:
+                lay = g.layout = _layout(index, c.zone, c.point)
+            zs += lay.zones
+            qs += lay.quantities
+            if lay.known is None:
+                ts += c.t
+                vs += c.value
+                quality += c.quality
+            else:
+                unknown += len(c.zone) - len(lay.known)
+                ts += [c.t[k] for k in lay.known]
+                vs += [c.value[k] for k in lay.known]
+                quality += [c.quality[k] for k in lay.known]
+            lengths.append(len(lay.zones))
+            offsets.append(g.offset_s)
+            gw_ids.append(self._ids[msg.gateway])
         if not zs:
-            return Ingested(0, 0, False, unknown, frozenset())
+            return Batch(0, 0, duplicates, unknown, frozenset(), frozenset(), accepted)
         zi = np.array(zs)
         qi = np.array(qs)
-        # Nothing is from the future: until the offset is known (a gateway replaying its buffer
-        # before its first live message), a fast clock is capped at arrival.
-        t = np.minimum(np.array(ts) + g.offset_s, received_s)
+        # Each message's readings corrected by its gateway's offset when it arrived. Nothing
+        # is from the future: until the offset is known (a gateway replaying its buffer before
+        # its first live message), a fast clock is capped at arrival.
+        n_msgs = len(lengths)
+        shift = np.repeat(offsets, lengths) if n_msgs > 1 else offsets[0]
+        t = np.minimum(np.array(ts) + shift, received_s)
         newer = t > self.t[qi, zi]
         n_new = int(np.count_nonzero(newer))
-        if n_new < len(zs):
-            zi, qi, t = zi[newer], qi[newer], t[newer]
-            v = np.array(vs)[newer]
-            qual = np.array(quality)[newer]
-        else:
-            v, qual = np.array(vs), np.array(quality)
-        if n_new > 1:  # a zone's quantity twice in one message: the newest is assigned last
-            order = np.argsort(t, kind="stable")
-            zi, qi, t, v, qual = zi[order], qi[order], t[order], v[order], qual[order]
+        n_all = len(zs)
+        if n_new == 0:
+            return Batch(0, n_all, duplicates, unknown, frozenset(), frozenset(), accepted)
+        v = np.array(vs, dtype=float)  # None (missing) becomes NaN
+        qual = np.array(quality)
+        # Which message (its position among the accepted) each reading came in.
+        m = np.repeat(np.arange(n_msgs), lengths) if n_msgs > 1 else np.zeros(n_all, np.int64)
+        if n_new < n_all:
+            zi, qi, t, v, qual, m = zi[newer], qi[newer], t[newer], v[newer], qual[newer], m[newer]
+        # The same zone's quantity more than once (in a message, or in two messages of the
+        # batch): the newest wins, and on a tie the earlier one, as taking them one by one does
+        # (a reading replaces the state only if strictly newer).
+        key = qi * len(self.zones) + zi
+        if n_new > 1:
+            # By key, then time, then arrival backwards: the last of a key's run is the one.
+            order = np.lexsort((-np.arange(len(key)), t, key))
+            key, zi, qi, t, v, qual, m = (
+                key[order], zi[order], qi[order], t[order], v[order], qual[order], m[order]
+            )  # fmt: skip
+            last = np.ones(len(key), dtype=bool)
+            np.not_equal(key[1:], key[:-1], out=last[:-1])
+            if not last.all():
+                zi, qi, t, v, qual, m = zi[last], qi[last], t[last], v[last], qual[last], m[last]
         is_counter = (qi == _PEOPLE_IN) | (qi == _PEOPLE_OUT) | (qi == _PEOPLE_COUNT)
         changed = is_counter & ~(v == self.value[qi, zi])  # NaN to a value (or back) is a change
         counters = frozenset(zi[changed].tolist())
         self.value[qi, zi] = v
         self.t[qi, zi] = t
         self.quality[qi, zi] = qual
+        first = self._assign_gateways(zi, m, np.array(gw_ids)[m])
+        return Batch(
+            n_new, n_all - n_new, duplicates, unknown, counters, frozenset(first), accepted
+        )
+
+    def _assign_gateways(self, zi: IntArray, m: IntArray, gw: IntArray) -> set[int]:
+        """A zone's commands go to the gateway of the last message (`m`) that updated it, as
+        when taking messages one by one; the zones heard of for the first time."""
+        if len(zi) > 1:
+            order = np.lexsort((m, zi))
+            zi, gw = zi[order], gw[order]
+            last = np.ones(len(zi), dtype=bool)
+            np.not_equal(zi[1:], zi[:-1], out=last[:-1])
+            zi, gw = zi[last], gw[last]
+        moved = gw != self._gateway_id[zi]
         first: set[int] = set()
-        gw = msg.gateway
-        for z in set(zi.tolist()):
+        if not moved.any():
+            return first
+        names = list(self._ids)
+        for z, g in zip(zi[moved].tolist(), gw[moved].tolist(), strict=True):
+            name = names[g]
             was = self.gateway_of_zone[z]
-            if was != gw:
-                if was is None:
-                    first.add(z)
-                else:  # the zone moved to another gateway
-                    self._zones_by_gateway[was].discard(z)
-                self._zones_by_gateway.setdefault(gw, set()).add(z)
-                self.gateway_of_zone[z] = gw
-        return Ingested(n_new, len(zs) - n_new, False, unknown, counters, frozenset(first))
+            if was is None:
+                first.add(z)
+            else:  # the zone moved to another gateway
+                self._zones_by_gateway[was].discard(z)
+            self._zones_by_gateway.setdefault(name, set()).add(z)
+            self.gateway_of_zone[z] = name
+            self._gateway_id[z] = g
+        return first
 
     def clean(self, quantity: Quantity, now_s: float) -> FloatArray:
         """Current good values of a quantity (NaN where missing, flagged or stale)."""

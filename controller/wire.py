@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from enum import StrEnum
-from functools import cache
+from functools import cache, lru_cache
 from typing import Annotated, Literal, NamedTuple, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -102,7 +102,10 @@ class Readings(_Wire):
     @model_validator(mode="after")
     def _same_length(self) -> Readings:
         n = len(self.zone)
-        if any(len(c) != n for c in (self.point, self.t, self.value, self.quality, self.replayed)):
+        if not (
+            n == len(self.point) == len(self.t) == len(self.value) == len(self.quality)
+            and n == len(self.replayed)
+        ):
             raise ValueError("the readings' columns differ in length")
         return self
 
@@ -343,6 +346,7 @@ def gateway_status_filter(site: str = "+") -> str:
     return f"{ROOT}/{site}/gw/+/status"
 
 
+@lru_cache(maxsize=4096)  # a handful of topics per gateway, thousands of messages a second
 def parse_topic(topic: str) -> Topic:
     """The site, kind and gateway of an ilma topic, or WireError."""
     parts = topic.split("/")

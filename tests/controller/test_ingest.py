@@ -493,3 +493,34 @@ def test_the_state_does_not_depend_on_arrival_order(
     np.testing.assert_array_equal(states[0].value, states[1].value)
     np.testing.assert_array_equal(states[0].quality, states[1].quality)
     assert states[0].gateway_of_zone == states[1].gateway_of_zone
+
+
+@settings(max_examples=200)
+@given(histories(), st.randoms(use_true_random=False), st.floats(0.0, 3600.0))
+def test_a_batch_leaves_the_state_that_one_by_one_leaves(
+    history: tuple[list[Telemetry], list[float]], rnd: random.Random, skew: float
+) -> None:
+    msgs, _ = history
+    # Some messages twice, in any order, in batches of any size, each batch received at once.
+    deliveries = [*msgs, *rnd.choices(msgs, k=len(msgs) // 2)]
+    rnd.shuffle(deliveries)
+    cuts = sorted(rnd.sample(range(1, len(deliveries)), k=min(3, len(deliveries) - 1)))
+    batches = [deliveries[a:b] for a, b in itertools.pairwise([0, *cuts, len(deliveries)])]
+    one, many = SiteState(ZONES), SiteState(ZONES)
+    taken = duplicates = 0
+    for k, batch in enumerate(batches):
+        received = T0 + skew + 600.0 * k
+        singles = [one.ingest(m, received) for m in batch]
+        got = many.ingest_many(batch, received)
+        assert got.duplicates == sum(s.duplicate for s in singles)
+        assert got.new + got.history == sum(s.new + s.history for s in singles)
+        assert got.new_zones == frozenset().union(*(s.new_zones for s in singles))
+        assert [i for i, _ in got.accepted] == [i for i, s in enumerate(singles) if not s.duplicate]
+        taken += got.new + got.history
+        duplicates += got.duplicates
+    np.testing.assert_array_equal(one.value, many.value)
+    np.testing.assert_array_equal(one.t, many.t)
+    np.testing.assert_array_equal(one.quality, many.quality)
+    assert one.gateway_of_zone == many.gateway_of_zone
+    assert taken == sum(len(m) for m in msgs)  # every reading once, the duplicates not at all
+    assert duplicates == len(deliveries) - len(msgs)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 from zoneinfo import ZoneInfo
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -97,9 +98,8 @@ class FakeClient:
     ) -> None:
         self.sent.append(Sent(topic, payload or b"", qos, retain, properties))
 
-    async def messages(self) -> AsyncIterator[Message]:
-        for m in self._messages:
-            yield m
+    async def batches(self) -> AsyncIterator[list[Message]]:
+        yield self._messages
 
     def to(self, topic: str) -> list[Sent]:
         return [s for s in self.sent if s.topic == topic]
@@ -415,9 +415,9 @@ def test_the_receive_loop_counts_bad_messages_and_goes_on() -> None:
     ]
 
     class Source:
-        async def messages(self) -> AsyncIterator[Message]:
-            for m in messages:
-                yield m
+        async def batches(self) -> AsyncIterator[list[Message]]:
+            yield messages[:3]  # as read from the socket: several at a time
+            yield messages[3:]
 
     run(lambda: service._receive(cast("Session", Source())))
     assert service.counters.rejected == 5
@@ -792,3 +792,48 @@ def test_the_control_loop_runs_every_period_and_events_in_between() -> None:
                 await task
 
     run(main)
+
+
+def test_a_batch_read_together_counts_and_records_as_one_by_one() -> None:
+    """What the socket delivered together (two gateways, a redelivery, a bad payload, a
+    counter step) is taken as a batch: the same counts, state, history and event as singly."""
+    topic_a, topic_b = telemetry_topic(NAME, "gw-a"), telemetry_topic(NAME, "gw-b")
+    step = {GW_A[1]: (3.0, 0.0)}
+    batch: list[Message] = [
+        (topic_a, telemetry("gw-a", GW_A, NOW, 0), None),
+        (topic_b, telemetry("gw-b", GW_B, NOW, 0), None),
+        (topic_a, telemetry("gw-a", GW_A, NOW, 0), None),  # the broker's redelivery
+        (topic_b, b"{", None),
+        (topic_a, telemetry("gw-a", GW_A, NOW + 1, 1, counters=step), None),
+    ]
+    results = []
+    for together in (True, False):
+        clock = Clock()
+        service, _ = make_service(config(), clock)
+
+        async def main(service: ControllerService = service, together: bool = together) -> None:
+            if together:
+                await service.on_messages(batch)
+            else:
+                for m in batch:
+                    await service.on_message(*m)
+
+        run(main)
+        run_ = service.runs[NAME]
+        c = service.counters
+        results.append(
+            (
+                (c.messages, c.duplicates, c.rejected, c.readings, len(service.history)),
+                np.nan_to_num(run_.ingest.value, nan=-1.0).tolist(),
+                run_.ingest.gateway_of_zone,
+                sorted(run_.event_zones),
+            )
+        )
+    assert results[0][0] == (
+        4,
+        1,
+        1,
+        4 * (2 * len(GW_A) + len(GW_B)),
+        4 * (2 * len(GW_A) + len(GW_B)),
+    )
+    assert results[0] == results[1]
