@@ -162,6 +162,8 @@ class HistoryQueue:
         self._ready = asyncio.Event()
         self._idle = asyncio.Event()  # nothing queued and nothing on its way
         self._idle.set()
+        self._filled = asyncio.Event()  # the writer's batch is full (see filled())
+        self._fill_to: int | None = None
 
     def put(self, records: Iterable[Record]) -> None:
         before = len(self._q)
@@ -192,6 +194,8 @@ class HistoryQueue:
         if q:
             self._ready.set()
             self._idle.clear()
+            if self._fill_to is not None and self._n >= self._fill_to:
+                self._filled.set()
 
     def take(self, n: int) -> list[Item]:
         """About n records' worth of items, oldest first (a message is never split)."""
@@ -212,6 +216,20 @@ class HistoryQueue:
 
     async def wait(self) -> None:
         await self._ready.wait()
+
+    async def filled(self, n: int, timeout_s: float) -> None:
+        """Until `n` records are queued, or `timeout_s` passed."""
+        if self._n >= n:
+            return
+        self._fill_to = n
+        self._filled.clear()
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._filled.wait()
+        except TimeoutError:
+            pass
+        finally:
+            self._fill_to = None
 
     def delivered(self, n: int) -> None:
         """The writer got `n` records into the database."""
@@ -248,9 +266,9 @@ class Writer:
     async def run(self) -> None:
         while True:
             await self.queue.wait()
-            if len(self.queue) < self.batch_size:
-                # Let a batch fill for up to the flush interval: one request, not hundreds.
-                await asyncio.sleep(self.flush_interval_s)
+            # Let a batch fill for up to the flush interval (one request, not hundreds), but
+            # no longer than it takes to fill: a fast stream must not run into the bound.
+            await self.queue.filled(self.batch_size, self.flush_interval_s)
             batch = self.queue.take(self.batch_size)
             if batch:
                 await self._deliver(batch)
@@ -312,6 +330,10 @@ class InfluxSink:
         self._api.close()  # type: ignore[no-untyped-call]
         self._client.close()  # type: ignore[no-untyped-call]
 
+
+SQLITE_BATCH_RECORDS = 100_000
+# Rows per INSERT of telemetry (5 values each; SQLite allows 32,766 variables a statement).
+_ROWS_PER_INSERT = 1000
 
 _TELEMETRY_SCHEMA = """
 CREATE TABLE IF NOT EXISTS telemetry (
@@ -381,11 +403,15 @@ class SqliteSink:
             else:
                 groups.setdefault(item.measurement, []).append(item)
         with self._db:
-            if messages:
-                self._db.executemany(
-                    "INSERT INTO telemetry (t_ns, site, gateway, offset_s, payload) "
-                    "VALUES (?, ?, ?, ?, ?)",
-                    messages,
+            # Many rows per statement: sqlite3 lets the GIL go and takes it back around each
+            # statement, and taking it back from a busy event loop can wait its switch interval
+            # (5 ms). Row by row, that made the writer fall behind the telemetry.
+            for i in range(0, len(messages), _ROWS_PER_INSERT):
+                chunk = messages[i : i + _ROWS_PER_INSERT]
+                self._db.execute(
+                    "INSERT INTO telemetry (t_ns, site, gateway, offset_s, payload) VALUES "  # noqa: S608  (placeholders only)
+                    + ",".join(["(?, ?, ?, ?, ?)"] * len(chunk)),
+                    [x for row in chunk for x in row],
                 )
             for table, group in groups.items():
                 keys = list(dict.fromkeys(k for r in group for k, _ in (*r.tags, *r.fields)))
@@ -423,6 +449,8 @@ def writer_for(cfg: HistorianConfig, queue: HistoryQueue, sink: Sink) -> Writer:
     return Writer(
         queue,
         sink,
-        batch_size=influx.batch_size if influx else 5000,
+        # SQLite: one transaction per batch, and a batch per turn of the event loop, which
+        # under load has taken up to a thousand telemetry messages meanwhile (40 k readings).
+        batch_size=influx.batch_size if influx else SQLITE_BATCH_RECORDS,
         flush_interval_s=influx.flush_interval_s if influx else 1.0,
     )

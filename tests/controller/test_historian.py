@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from controller.historian import (
+    SQLITE_BATCH_RECORDS,
     FieldValue,
     HistoryQueue,
     InfluxSink,
@@ -308,9 +309,28 @@ def test_the_writer_loses_nothing_keeps_order_and_caps_its_backoff(
     assert writer.failures == failures
     assert writer.batches == 4
     assert (q.written, q.dropped, len(q)) == (10, 0, 0)
-    backoff = [d for d in sleeps if d != flush]
-    assert backoff == [0.5, 1.0, 2.0, 3.0, 3.0, 3.0, 3.0, 3.0, 3.0][:failures]
-    assert sleeps.count(flush) == 1  # only the last, short batch waited to fill
+    assert sleeps == [0.5, 1.0, 2.0, 3.0, 3.0, 3.0, 3.0, 3.0, 3.0][:failures]
+
+
+def test_the_writer_waits_for_a_full_batch_only_as_long_as_it_takes_to_fill() -> None:
+    q = HistoryQueue(1000)
+
+    async def main() -> tuple[float, float]:
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        filling = asyncio.create_task(q.filled(5, timeout_s=30.0))
+        for i in range(5):
+            await asyncio.sleep(0)
+            q.put([rec(i)])
+        await filling  # the fifth record ended the wait, not the 30 s
+        filled_after = loop.time() - t0
+        t0 = loop.time()
+        await q.filled(50, timeout_s=0.05)  # never filled: the flush interval ends it
+        return filled_after, loop.time() - t0
+
+    filled_after, timed_out_after = run(main)
+    assert filled_after < 30.0
+    assert timed_out_after >= 0.05
 
 
 def test_the_backoff_exponent_stops_growing_under_a_huge_cap(sleeps: list[float]) -> None:
@@ -480,7 +500,7 @@ def test_make_sink_and_writer_follow_the_config(tmp_path: Path) -> None:
     try:
         assert isinstance(sink, SqliteSink)
         w = writer_for(sqlite_cfg, HistoryQueue(100), sink)
-        assert (w.batch_size, w.flush_interval_s) == (5000, 1.0)
+        assert (w.batch_size, w.flush_interval_s) == (SQLITE_BATCH_RECORDS, 1.0)
     finally:
         sink.close()
     influx_cfg = Historian(
