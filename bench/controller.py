@@ -447,6 +447,8 @@ def ingest_controller(
         "rejected": m1["ilma_controller_rejected_payloads"]
         - m0["ilma_controller_rejected_payloads"],
         "duplicates": m1["ilma_controller_duplicates"] - m0["ilma_controller_duplicates"],
+        "msgs_per_batch": (m1["ilma_controller_messages"] - base)
+        / max(1.0, m1["ilma_controller_ingest_batches"] - m0["ilma_controller_ingest_batches"]),
         "event_runs": m1["ilma_controller_event_runs"] - m0["ilma_controller_event_runs"],
         "history_written": m1["ilma_controller_history_written"]
         - m0["ilma_controller_history_written"],
@@ -770,6 +772,7 @@ def print_ingest(r: dict[str, Any]) -> None:
     )
     print(
         f"   controller: {c['rejected']:.0f} rejected, {c['duplicates']:.0f} duplicates, "
+        f"{c['msgs_per_batch']:.1f} messages per ingest batch (read together), "
         f"{c['event_runs']:.0f} event runs; history: {c['history_written']:,.0f} records "
         f"written, {c['history_dropped']:,.0f} dropped at the queue bound, "
         f"{c['history_queued_at_end']:,.0f} still queued"

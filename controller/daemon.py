@@ -51,6 +51,8 @@ def metrics_registry(service: ControllerService, history: HistoryQueue) -> Colle
     c = service.counters
     for name, doc, fn in (
         ("ilma_controller_messages", "Telemetry messages ingested", lambda: c.messages),
+        ("ilma_controller_ingest_batches", "Telemetry batches ingested (read together)",
+         lambda: c.batches),
         ("ilma_controller_readings", "Readings ingested", lambda: c.readings),
         ("ilma_controller_duplicates", "Duplicate telemetry messages", lambda: c.duplicates),
         ("ilma_controller_rejected_payloads", "Malformed payloads dropped", lambda: c.rejected),
