@@ -588,8 +588,6 @@ def _part(run: _Run, rows: IntArray, ahu_rows: IntArray, rec: IntArray, nz: int)
     lane_of_row = rows // nz
     seed_idx = run.seed_of_lane[lane_of_row]
     sc = run.sc
-    seeds = np.array([run.lanes[i].seed for i in lane_of_row], dtype=np.int64)
-    keys = np.array([zone_key(sc.site.zone[i].name) for i in rows % nz], dtype=np.int64)
     in_part = np.isin(rec, rows)
     fixed = Fixed(
         params,
@@ -602,18 +600,14 @@ def _part(run: _Run, rows: IntArray, ahu_rows: IntArray, rec: IntArray, nz: int)
         EQUIPMENT_STANDBY_FRACTION,
         position[rec[in_part]],
     )
-    clock = run.clock
     return _Part(
         rows=rows,
         ahu_rows=ahu_rows,
         fixed=fixed,
         table=WeekTable(run.table.open_s[rows], run.table.close_s[rows]),
-        co2_bank=Co2SensorBank(
-            seeds, keys, clock, Co2SensorErrors() if sc.sensor_faults else PERFECT_CO2
-        ),
-        thermo=ThermometerBank(
-            seeds, keys, clock, ThermometerErrors() if sc.sensor_faults else PERFECT_THERMOMETER
-        ),
+        # The run's sensors for these rows: their static errors are already drawn.
+        co2_bank=run.co2_bank.subset(rows),
+        thermo=run.thermo.subset(rows),
         seed_idx=seed_idx,
         zone_idx=rows % nz,
         record_positions=np.flatnonzero(in_part),
