@@ -760,8 +760,15 @@ def _rows_by_step(
     """(steps, rows) of a (seeds, steps, zones) array for steps k0..k1-1; a step before the run
     reads as zeros (registers before the first reading)."""
     lo = max(k0, 0)
-    block = per_seed[:, lo:k1, :][seed_idx, :, zone_idx]  # (rows, steps)
-    out = np.ascontiguousarray(block.T)
+    # np.take along the zone axis of one seed's (steps, zones) block gathers straight into the
+    # (steps, rows) layout, several times faster than a 3-D fancy index and a transposed copy.
+    out = np.empty((k1 - lo, seed_idx.size), dtype=per_seed.dtype)
+    if seed_idx.size and (seed_idx == seed_idx[0]).all():
+        np.take(per_seed[seed_idx[0], lo:k1], zone_idx, axis=1, out=out)
+    else:
+        for s in np.unique(seed_idx):
+            rows = seed_idx == s
+            out[:, rows] = np.take(per_seed[s, lo:k1], zone_idx[rows], axis=1)
     if lo > k0:
         out = np.concatenate([np.zeros((lo - k0, out.shape[1]), dtype=out.dtype), out])
     return out
