@@ -156,7 +156,8 @@ def advance(  # noqa: PLR0917  (positional: numba binds no keyword-only argument
         ap.fan_exponent,
     )
     a_effectiveness, a_has_cooling = ap.hr_effectiveness, ap.has_cooling
-    theta_air_prev = s.theta_air_c.copy()  # the extract air of the last step
+    # The extract air of the last step: read below before the zone loop overwrites it, no copy.
+    theta_air_prev = s.theta_air_c
     n = area.shape[0]
     na = a_design.shape[0]
     q_ahu = f.ahu_airflow_m3s
