@@ -6,6 +6,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -182,6 +183,80 @@ def stream_rng(seed: int, zone_key: int, day: int, purpose: int) -> np.random.Ge
     if seed < 0 or zone_key < 0 or day < 0:
         raise ValueError(f"seed, zone_key and day must be >= 0, got {seed}, {zone_key}, {day}")
     return np.random.default_rng([seed, zone_key, day, purpose])
+
+
+# numpy's SeedSequence (numpy/random/bit_generator.pyx), for entropy of four 32-bit words and no
+# spawn key: its hash constants evolve the same whatever the entropy, so many sequences hash at
+# once as uint32 arrays. numpy documents SeedSequence as stable; a test compares with numpy.
+_INIT_A, _MULT_A, _INIT_B, _MULT_B = 0x43B0D7E5, 0x931E8875, 0x8B51F9DD, 0x58F38DED
+_MIX_MULT_L, _MIX_MULT_R = 0xCA01F9DD, 0x4973F715
+_MASK32 = 0xFFFFFFFF
+
+
+_U32 = npt.NDArray[np.uint32]
+
+
+def _hashmix(value: _U32, hash_const: int) -> tuple[_U32, int]:
+    value = value ^ np.uint32(hash_const)
+    hash_const = (hash_const * _MULT_A) & _MASK32
+    value = value * np.uint32(hash_const)
+    return cast(_U32, value ^ (value >> 16)), hash_const  # uint32 throughout: wraps like C
+
+
+def _mix(x: _U32, y: _U32) -> _U32:
+    result = np.uint32(_MIX_MULT_L) * x - np.uint32(_MIX_MULT_R) * y
+    return cast(_U32, result ^ (result >> 16))
+
+
+def _pcg64_states(entropy: npt.NDArray[np.uint32]) -> npt.NDArray[np.uint64]:
+    """SeedSequence(row).generate_state(4, np.uint64) of each row of (n, 4) entropy words."""
+    pool = [np.empty(0, dtype=np.uint32)] * 4
+    hash_const = _INIT_A
+    for i in range(4):
+        pool[i], hash_const = _hashmix(entropy[:, i], hash_const)
+    for i_src in range(4):
+        for i_dst in range(4):
+            if i_src != i_dst:
+                h, hash_const = _hashmix(pool[i_src], hash_const)
+                pool[i_dst] = _mix(pool[i_dst], h)
+    words = np.empty((entropy.shape[0], 8), dtype=np.uint32)
+    hash_const = _INIT_B
+    for i in range(8):
+        data = pool[i % 4] ^ np.uint32(hash_const)
+        hash_const = (hash_const * _MULT_B) & _MASK32
+        data = data * np.uint32(hash_const)
+        words[:, i] = data ^ (data >> 16)
+    # Little-endian pairs of words, as SeedSequence assembles uint64 output.
+    return words.astype("<u4").view("<u8").astype(np.uint64)
+
+
+class _SeedState(np.random.bit_generator.ISeedSequence):
+    """A seed sequence whose one output, the state PCG64 asks for, is already computed."""
+
+    def __init__(self, state: npt.NDArray[np.uint64]) -> None:
+        self._state = state
+
+    def generate_state(self, n_words: int, dtype: Any = np.uint32) -> npt.NDArray[np.uint64]:  # noqa: ANN401  (numpy's own signature: any dtype-like)
+        if n_words != 4 or np.dtype(dtype) != np.dtype(np.uint64):
+            raise ValueError("only PCG64's seeding (4 uint64 words) is precomputed")
+        return self._state
+
+
+def stream_rngs(
+    streams: Sequence[tuple[int, int]], day: int, purpose: int
+) -> list[np.random.Generator]:
+    """stream_rng(seed, zone_key, day, purpose) for many (seed, zone_key) at once: the very same
+    generators, their seeds hashed together (a sensor bank draws one stream per sensor and day,
+    and numpy's SeedSequence costs microseconds each)."""
+    keys = np.array([(seed, key, day, purpose) for seed, key in streams], dtype=np.int64)
+    keys = keys.reshape(-1, 4)
+    if (keys < 0).any():
+        raise ValueError("seed, zone_key and day must be >= 0")
+    if (keys > _MASK32).any():  # more than one word per value: numpy's general path
+        return [stream_rng(seed, key, day, purpose) for seed, key in streams]
+    states = _pcg64_states(keys.astype(np.uint32))
+    # PCG64 takes any ISeedSequence (numpy's stubs name only SeedSequence).
+    return [np.random.Generator(np.random.PCG64(_SeedState(st))) for st in states]  # type: ignore[arg-type]
 
 
 def generate_occupancy(

@@ -13,7 +13,7 @@ from numba import njit
 
 from sensors.arrays import BoolArray, FloatArray, IntArray
 from sim.clock import SimClock
-from sim.occupants import Occupancy, stream_rng
+from sim.occupants import Occupancy, stream_rng, stream_rngs
 
 # Purpose ids of the random streams (sim.occupants uses 1).
 _PURPOSE_COUNTER = 2
@@ -310,7 +310,7 @@ class _SensorBank:
         )
         stream_list = [(int(s), int(k)) for s, k in streams]
         static = np.array(
-            [stream_rng(s, k, 0, spec.purpose_static).standard_normal(2) for s, k in stream_list]
+            [g.standard_normal(2) for g in stream_rngs(stream_list, 0, spec.purpose_static)]
         ).reshape(-1, 2)
         inv = inverse.ravel().astype(np.int64)
         gain = (1.0 + spec.gain_sd * static[:, 0])[inv]
@@ -419,8 +419,7 @@ class _SensorBank:
         drops: list[tuple[int, int, float]] = []  # (start step in day, stream, duration s)
         stucks: list[tuple[int, int, float]] = []
         drop_rate, stuck_rate = spec.dropout_per_day, spec.stuck_per_day
-        for s, (seed, zone_key) in enumerate(self._streams):
-            rng = stream_rng(seed, zone_key, ordinal, spec.purpose_day)
+        for s, rng in enumerate(stream_rngs(self._streams, ordinal, spec.purpose_day)):
             noise[:, s] = rng.standard_normal(n, dtype=np.float32)
             # Two scalar draws are the same numbers as poisson([drop, stuck]), at a tenth of the
             # cost (no array in or out); this loop runs once per sensor and day.
@@ -525,9 +524,15 @@ class _SensorBank:
         n = len(self._streams)
         here = np.empty((n, 1 + p))
         there = np.empty(n)
-        for s, (seed, zone_key) in enumerate(self._streams):
-            here[s] = stream_rng(seed, zone_key, segment * p, purpose).standard_normal(1 + p)
-            there[s] = stream_rng(seed, zone_key, (segment + 1) * p, purpose).standard_normal()
+        for s, (g0, g1) in enumerate(
+            zip(
+                stream_rngs(self._streams, segment * p, purpose),
+                stream_rngs(self._streams, (segment + 1) * p, purpose),
+                strict=True,
+            )
+        ):
+            here[s] = g0.standard_normal(1 + p)
+            there[s] = g1.standard_normal()
         anchor0 = (sd * np.sqrt(p / 2) * here[:, 0])[:, None]
         anchor1 = (sd * np.sqrt(p / 2) * there)[:, None]
         walk = np.zeros((n, p + 1))

@@ -13,7 +13,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sim.clock import SimClock, make_clock
-from sim.occupants import ZONE_KINDS, Occupancy, OccupantProfile, generate_occupancy, stream_rng
+from sim.occupants import (
+    ZONE_KINDS,
+    Occupancy,
+    OccupantProfile,
+    generate_occupancy,
+    stream_rng,
+    stream_rngs,
+)
 
 TZ = ZoneInfo("Europe/Helsinki")
 SEED = 20250324
@@ -350,3 +357,16 @@ def test_negative_seeds_are_rejected() -> None:
         generate_occupancy([profile("office")], clock, -1)
     with pytest.raises(ValueError, match="seed"):
         stream_rng(-1, 0, 0, 0)
+
+
+def test_stream_rngs_are_the_generators_of_stream_rng() -> None:
+    rng = np.random.default_rng(SEED)
+    streams = [(int(s), int(k)) for s, k in rng.integers(0, 2**32, size=(200, 2))]
+    streams += [(0, 0), (2**32 - 1, 2**32 - 1), (2**40, 3)]  # the last: more than one word
+    for day, purpose in ((0, 4), (date(2027, 1, 11).toordinal(), 3)):
+        for (seed, key), g in zip(streams, stream_rngs(streams, day, purpose), strict=True):
+            ref = stream_rng(seed, key, day, purpose)
+            assert g.bit_generator.state == ref.bit_generator.state
+            np.testing.assert_array_equal(g.standard_normal(3), ref.standard_normal(3))
+    with pytest.raises(ValueError, match=">= 0"):
+        stream_rngs([(-1, 0)], 0, 0)

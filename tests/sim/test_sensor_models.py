@@ -414,3 +414,19 @@ def test_thermometer_offsets_and_noise_match_their_sigma() -> None:
     readings = read_all(default, np.full((clock.n_steps, 100), 21.0))
     # 0.2 dropouts a day, 1-15 min each, over 100 sensors.
     assert 0 < np.isnan(readings).mean() < 0.01
+
+
+def test_a_subset_of_a_bank_reads_as_a_bank_of_those_rows() -> None:
+    clock = make_clock(START, 2, 60, TZ)
+    errors = Co2SensorErrors(stuck_per_day=2.0, dropout_per_day=5.0)
+    seeds = np.array([SEED, SEED, SEED + 1, SEED, SEED + 2])
+    keys = np.array([7, 8, 7, 9, 7])
+    rows = np.array([4, 1, 2])
+    base = 500 + 300 * np.sin(np.arange(clock.n_steps) / 100.0)
+    truth = np.stack([base + 10.0 * i for i in range(rows.size)], axis=1)
+    sub = Co2SensorBank(seeds, keys, clock, errors).subset(rows)
+    fresh_co2 = Co2SensorBank(seeds[rows], keys[rows], clock, errors)
+    np.testing.assert_array_equal(read_all(sub, truth), read_all(fresh_co2, truth))
+    sub_t = ThermometerBank(seeds, keys, clock).subset(rows)
+    fresh_t = ThermometerBank(seeds[rows], keys[rows], clock)
+    np.testing.assert_array_equal(read_all(sub_t, truth / 20.0), read_all(fresh_t, truth / 20.0))
