@@ -185,7 +185,8 @@ def run_steps(  # noqa: PLR0917  (positional: numba binds no keyword-only argume
         thermo_prev_i = i_day
         validate_all(checks, w.readings, f.limits, dt, w.clean)
         # Each zone: its occupancy is estimated, then it asks for its mode, setpoints and air.
-        estimate_and_demand_all(j, x, f, est, ctrl, dt, w)
+        estimate_all(j, x, f, est, dt, w)
+        demand_all(j, x, f, ctrl, dt, w)
         # The AHUs answer their zones; the zones settle within their limits.
         update_ahus(p.ahus, ctrl, x.t_out_c[j], dt, p.zones.ahu, w)
         settle_all(p.zones, ctrl, dt, w, airflow, t_heat, t_cool)
@@ -237,17 +238,22 @@ class Work(NamedTuple):
 
 
 # --- the stage loops: small functions, so that numba prunes its reference counting ------------
+#
+# Rows are counted with unsigned integers (range over np.uint64): numba then indexes arrays
+# without wrapping negative indices, which costs three instructions per array read or written
+# (a zone touches over a hundred arrays per step). Arithmetic on such an index stays unsigned:
+# mixing it with a signed int would make a float in numba.
 
 
 def operative(plant: PlantState, out: FloatArray) -> None:
-    for r in range(out.shape[0]):
+    for r in range(np.uint64(out.shape[0])):
         out[r] = OP_AIR * plant.theta_air_c[r] + (1.0 - OP_AIR) * plant.theta_s_c[r]
 
 
 def validate_all(
     checks: CheckState, readings: FloatArray, limits: CheckParams, dt: float, clean: FloatArray
 ) -> None:
-    for r in range(readings.shape[0]):
+    for r in range(np.uint64(readings.shape[0])):
         v = check_reading(check_row(checks, r), readings[r], 0.0, limits_row(limits, r), dt)
         checks.last_value[r] = v[0]
         checks.unchanged_s[r] = v[1]
@@ -257,15 +263,17 @@ def validate_all(
         clean[r] = v[5]
 
 
-def estimate_and_demand_all(  # noqa: PLR0917  (positional: numba binds no keyword-only arguments)
-    j: int, x: Exogenous, f: Fixed, est: EstimatorState, ctrl: ZoneState, dt: float, w: Work
+def estimate_all(  # noqa: PLR0917  (positional: numba binds no keyword-only arguments)
+    j: int, x: Exogenous, f: Fixed, est: EstimatorState, dt: float, w: Work
 ) -> None:
-    z = f.params.zones
-    d = w.demand
-    n = z.area_m2.shape[0]
-    t_out, t24, tod = x.t_out_c[j], x.t_out_24h_c[j], x.tod_s[j]
+    """Each zone's occupancy estimate (the truth for the oracle's rows) into w.occupancy.
+
+    Its own loop, not fused with demand_all's: a zone's estimate and demand are one long chain
+    of dependent operations, and the CPU overlaps the next zones' work with it only as far as
+    its reorder window reaches; two shorter loop bodies let it run more zones at once (measured
+    about 8 % faster for the whole loop)."""
     gains = filter_gains(dt)
-    for r in range(n):
+    for r in range(np.uint64(w.occupancy.shape[0])):
         obs = Observation(  # a row: scalars where the type says arrays
             dt,
             float(x.counter_in_prev[j, r]),  # type: ignore[arg-type]
@@ -295,6 +303,17 @@ def estimate_and_demand_all(  # noqa: PLR0917  (positional: numba binds no keywo
         est.disagree_s[r] = e[17]
         w.estimated[r] = e[18]
         w.occupancy[r] = w.people_prev[r] if f.oracle[r] else e[18]
+
+
+def demand_all(  # noqa: PLR0917  (positional: numba binds no keyword-only arguments)
+    j: int, x: Exogenous, f: Fixed, ctrl: ZoneState, dt: float, w: Work
+) -> None:
+    """Each zone's mode, setpoints and requested airflow into w.demand."""
+    z = f.params.zones
+    d = w.demand
+    n = np.uint64(z.area_m2.shape[0])
+    t_out, t24, tod = x.t_out_c[j], x.t_out_24h_c[j], x.tod_s[j]
+    for r in range(n):
         scheduled, to_open = scheduled_at(
             x.open_today_s[r], x.close_today_s[r], x.open_tomorrow_s[r], tod
         )
@@ -322,10 +341,10 @@ def update_ahus(  # noqa: PLR0917  (positional: numba binds no keyword-only argu
     d, h = w.demand, w.answer
     w.total[:] = 0.0
     w.requests[:] = 0.0
-    for r in range(zone_ahu.shape[0]):
+    for r in range(np.uint64(zone_ahu.shape[0])):
         w.total[zone_ahu[r]] += d.airflow_m3s[r]
         w.requests[zone_ahu[r]] += d.requests[r]
-    for k in range(w.total.shape[0]):
+    for k in range(np.uint64(w.total.shape[0])):
         hh = ahu_update(ahu_row(a, k), w.total[k], w.requests[k], ctrl.ahu_t_max_c[k], t_out, dt)
         h.on[k] = hh[0]
         h.scale[k] = hh[1]
@@ -339,7 +358,7 @@ def settle_all(  # noqa: PLR0917  (positional: numba binds no keyword-only argum
     t_heat: FloatArray, t_cool: FloatArray,
 ) -> None:  # fmt: skip
     d = w.demand
-    for r in range(airflow.shape[0]):
+    for r in range(np.uint64(airflow.shape[0])):
         ss = zone_settle(
             zone_row(z, r), state_row(ctrl, r), demand_row(d, r), w.answer.scale[z.ahu[r]], dt
         )
@@ -361,7 +380,7 @@ def drive_of_step(j: int, x: Exogenous, f: Fixed, drive: Drive) -> None:
     people_in, solar_in, facade = x.people[j], x.solar_wm2[j], f.zones.facade
     people, equipment, solar = drive.people, drive.equipment_on, drive.solar_wm2
     t_out_rows, co2_rows, standby = drive.t_out_c, drive.co2_out_ppm, f.equipment_standby
-    for r in range(people.shape[0]):
+    for r in range(np.uint64(people.shape[0])):
         n_people = float(people_in[r])
         people[r] = n_people
         equipment[r] = 1.0 if n_people > 0.0 else standby
@@ -375,7 +394,7 @@ def add_kpis(  # noqa: PLR0917  (positional: numba binds no keyword-only argumen
     z: ZoneParams, t24: float, plant: PlantState, people: FloatArray, airflow: FloatArray,
     flows: Flows, dt: float, totals: Totals, w: Work,
 ) -> None:  # fmt: skip
-    for r in range(people.shape[0]):
+    for r in range(np.uint64(people.shape[0])):
         w.band_lo[r], w.band_hi[r] = _band(zone_row(z, r), t24)
         required = (z.ra_m3s[r] * z.area_m2[r] + z.rp_m3s[r] * people[r]) / z.ez[r]
         kk = kpi_zone(
@@ -390,7 +409,7 @@ def add_kpis(  # noqa: PLR0917  (positional: numba binds no keyword-only argumen
         totals.present_s[r] = kk[5]
         totals.zone_heat_j[r] += flows.zone_heating_w[r] * dt
         totals.zone_cool_j[r] += flows.zone_cooling_w[r] * dt
-    for k in range(flows.fan_w.shape[0]):
+    for k in range(np.uint64(flows.fan_w.shape[0])):
         totals.fan_j[k] += flows.fan_w[k] * dt
         totals.coil_heat_j[k] += flows.coil_heating_w[k] * dt
         totals.coil_cool_j[k] += flows.coil_cooling_w[k] * dt
@@ -421,7 +440,7 @@ def record(  # noqa: PLR0917  (positional: numba binds no keyword-only arguments
 def remember(
     zone_ahu: IntArray, airflow: FloatArray, people: FloatArray, flows: Flows, w: Work
 ) -> None:
-    for r in range(airflow.shape[0]):
+    for r in range(np.uint64(airflow.shape[0])):
         w.airflow_prev[r] = airflow[r]
         w.t_supply_prev[r] = flows.ahu_supply_c[zone_ahu[r]]
         w.people_prev[r] = people[r]
@@ -485,6 +504,6 @@ def limits_row(t: CheckParams, r: int) -> CheckParams:
 
 
 STAGE_LOOPS = (
-    "operative", "validate_all", "estimate_and_demand_all", "update_ahus", "settle_all",
+    "operative", "validate_all", "estimate_all", "demand_all", "update_ahus", "settle_all",
     "drive_of_step", "add_kpis", "record", "remember",
 )  # fmt: skip

@@ -158,7 +158,8 @@ def advance(  # noqa: PLR0917  (positional: numba binds no keyword-only argument
     a_effectiveness, a_has_cooling = ap.hr_effectiveness, ap.has_cooling
     # The extract air of the last step: read below before the zone loop overwrites it, no copy.
     theta_air_prev = s.theta_air_c
-    n = area.shape[0]
+    # Unsigned row counts: numba indexes without wrapping negative indices (see sim.kernel).
+    n = np.uint64(area.shape[0])
     na = a_design.shape[0]
     q_ahu = f.ahu_airflow_m3s
     q_ahu[:] = 0.0
