@@ -135,8 +135,11 @@ def compile_kernel() -> dict[str, Callable[..., Any]]:
         ns[name] = _row_getter(cls, scalar, other)
     # The stage loops first: run_steps calls them; each is compiled on its own, small enough for
     # numba to prune the reference counting of the arrays it takes out of tuples.
+    # error_model="numpy": a float division by zero gives inf or NaN, as in the numpy backend,
+    # instead of raising; numba then drops its zero test and branch before every division (the
+    # stages inline into these loops and take their error model).
     for name in sim.kernel.STAGE_LOOPS:
-        ns[name] = njit(cache=True)(_copy(getattr(sim.kernel, name), ns))
+        ns[name] = njit(cache=True, error_model="numpy")(_copy(getattr(sim.kernel, name), ns))
     # nogil: the run's independent parts advance on separate threads at once.
     ns["run_steps"] = njit(cache=True, nogil=True)(_copy(sim.kernel.run_steps, ns))
     return {name: ns[name] for name in (*sim.kernel.STAGE_LOOPS, "run_steps")}
