@@ -229,7 +229,7 @@ class _Spec:
 class SensorPlan(NamedTuple):
     """One day of a bank's exogenous errors, and its per-row state (mutated by read_step)."""
 
-    noise: npt.NDArray[np.float32]  # (steps of the day, n_streams) standard normal draws
+    noise: npt.NDArray[np.float32]  # (n_streams, steps of the day) standard normal draws
     stream: IntArray  # (n_rows,) stream of each row
     gain: FloatArray  # (n_rows,)
     offset: FloatArray  # (n_rows,) static offset + drift at the start of the day
@@ -262,7 +262,7 @@ def read_step(  # noqa: PLR0917  (positional: numba binds no keyword-only argume
             true[r] * plan.gain[r]
             + plan.offset[r]
             + plan.drift_rate[r] * since
-            + plan.noise_sd * plan.noise[i, plan.stream[r]]
+            + plan.noise_sd * plan.noise[plan.stream[r], i]
         )
         if res > 0:
             value = np.rint(value / res) * res
@@ -358,7 +358,7 @@ class _SensorBank:
         self._dropout_until = np.full(self._n_rows, -np.inf)
         # Filled by _enter_day.
         self._first = 0
-        self._noise = np.zeros((0, len(self._streams)), dtype=np.float32)
+        self._noise = np.zeros((len(self._streams), 0), dtype=np.float32)
         self._day_offset = np.zeros(self._n_rows)
         self._drift_rate = np.zeros(self._n_rows)  # per s since the day's first step
         self._drop_start: list[int] = []
@@ -415,12 +415,14 @@ class _SensorBank:
         last = int(self._day_first[day + 1]) if day + 1 < self._day_first.size else clock.n_steps
         n = last - first
         ordinal = int(clock.local_day[first])
-        noise = np.empty((n, len(self._streams)), dtype=np.float32)
+        # A stream's draws go straight into its own contiguous row: no temporary, no strided copy
+        # holding the GIL while the other parts' threads wait for it (numpy fills without it).
+        noise = np.empty((len(self._streams), n), dtype=np.float32)
         drops: list[tuple[int, int, float]] = []  # (start step in day, stream, duration s)
         stucks: list[tuple[int, int, float]] = []
         drop_rate, stuck_rate = spec.dropout_per_day, spec.stuck_per_day
         for s, rng in enumerate(stream_rngs(self._streams, ordinal, spec.purpose_day)):
-            noise[:, s] = rng.standard_normal(n, dtype=np.float32)
+            rng.standard_normal(n, dtype=np.float32, out=noise[s])
             # Two scalar draws are the same numbers as poisson([drop, stuck]), at a tenth of the
             # cost (no array in or out); this loop runs once per sensor and day.
             n_drop = int(rng.poisson(drop_rate))
