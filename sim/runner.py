@@ -624,7 +624,12 @@ def _loop_fused(run: _Run, progress: ProgressFn | None) -> tuple[KpiAccumulator,
     n, n_ahu_rows = run.n, run.ap.design_airflow_m3s.shape[0]
     run_steps = _compiled_run_steps()
     workers = sc.workers or os.cpu_count() or 1
-    per_part = n if n < PARALLEL_FROM_ROWS else min(PART_ROWS, -(-n // workers))
+    per_part = n if n < PARALLEL_FROM_ROWS else -(-n // workers)
+    if per_part >= 2 * PIPELINE_PART_ROWS:
+        # Two parts per thread at least: a thread draws its next part's day while the other
+        # runs (see _run_part), so the threads start their compiled days a part's draw apart.
+        per_part = -(-n // (2 * workers))
+    per_part = min(PART_ROWS, per_part)
     parts = _parts(run, per_part)
     n_rec = run.rec_rows.shape[0] if sc.record_zones else 0
     counted = max(clock.n_steps - run.k_count, 0)
@@ -632,11 +637,14 @@ def _loop_fused(run: _Run, progress: ProgressFn | None) -> tuple[KpiAccumulator,
     acc = KpiAccumulator.zeros(n, n_ahu_rows)
     merged = _empty_samples(n_samples, n_rec, n, n_ahu_rows)
     lock = threading.Lock()
+    draw_lock = threading.Lock()
     done = [0]
 
     def one(part: _Part) -> int:
         daily = progress if len(parts) == 1 else None
-        totals, samples, count = _run_part(run, part, run_steps, n_samples, daily)
+        totals, samples, count = _run_part(
+            run, part, run_steps, n_samples, daily, draw_lock=draw_lock
+        )
         for name in Totals._fields:
             target = getattr(acc, name)
             target[part.ahu_rows if name in _AHU_TOTALS else part.rows] = getattr(totals, name)
@@ -667,6 +675,9 @@ PARALLEL_FROM_ROWS = 32
 # Zone rows per part: a part's state and the day's inputs stay in a core's cache (measured on
 # bench/sim_speed.py: larger parts run slower per zone).
 PART_ROWS = 512
+# Parts at least this large when a thread gets more than one (smaller ones spend more of their
+# time per step outside the zone loops; measured on bench/sim_speed.py at 100 and 1,000 zones).
+PIPELINE_PART_ROWS = 128
 _AHU_TOTALS = frozenset({"fan_j", "coil_heat_j", "coil_cool_j"})
 _ZONE_SAMPLES = (
     "people", "estimate", "co2_ppm", "t_op_c", "band_low_c", "band_high_c", "airflow_m3s", "mode",
@@ -694,6 +705,8 @@ def _run_part(
     run_steps: Callable[..., Any],
     n_samples: int,
     progress: ProgressFn | None,
+    *,
+    draw_lock: threading.Lock,
 ) -> tuple[Totals, Samples, int]:
     """Every day of the run for one part."""
     sc, clock, ws, ex = run.sc, run.clock, run.ws, run.ex
@@ -719,30 +732,34 @@ def _run_part(
     record_at = 0
     dt = float(sc.dt_s)
     for k0, k1 in zip(starts.tolist(), ends.tolist(), strict=True):
-        co2_plan = part.co2_bank.enter(k0)
-        thermo_plan = part.thermo.enter(k0)
-        first = part.co2_bank.first_step_of_day
-        day = int(clock.local_day[k0])
-        open_today, close_today, open_tomorrow = _hours_of_day(part.table, run.closed, day)
-        # Copies, not views: threads sharing one array's reference count would contend on it.
-        x = Exogenous(
-            epoch_s=clock.epoch_s[k0:k1].copy(),
-            tod_s=clock.local_tod_s[k0:k1].copy(),
-            t_out_c=ws.t_out_c[k0:k1].copy(),
-            t_out_24h_c=ws.t_out_24h_c[k0:k1].copy(),
-            co2_out_ppm=run.co2_out_actual[k0:k1].copy(),
-            solar_wm2=ws.solar_wm2[k0:k1].copy(),
-            people=_rows_by_step(ex.people, part.seed_idx, part.zone_idx, k0, k1),
-            counter_in_prev=_rows_by_step(
-                ex.counter_in, part.seed_idx, part.zone_idx, k0 - 1, k1 - 1
-            ),
-            counter_out_prev=_rows_by_step(
-                ex.counter_out, part.seed_idx, part.zone_idx, k0 - 1, k1 - 1
-            ),
-            open_today_s=open_today,
-            close_today_s=close_today,
-            open_tomorrow_s=open_tomorrow,
-        )
+        # One part at a time draws its day: the draws are many short numpy calls, each taking
+        # and releasing the GIL; two threads drawing at once handed it to and fro and waited on
+        # each other. Serialized, one part draws while the others run their compiled days.
+        with draw_lock:
+            co2_plan = part.co2_bank.enter(k0)
+            thermo_plan = part.thermo.enter(k0)
+            first = part.co2_bank.first_step_of_day
+            day = int(clock.local_day[k0])
+            open_today, close_today, open_tomorrow = _hours_of_day(part.table, run.closed, day)
+            # Copies, not views: threads sharing one array's reference count would contend on it.
+            x = Exogenous(
+                epoch_s=clock.epoch_s[k0:k1].copy(),
+                tod_s=clock.local_tod_s[k0:k1].copy(),
+                t_out_c=ws.t_out_c[k0:k1].copy(),
+                t_out_24h_c=ws.t_out_24h_c[k0:k1].copy(),
+                co2_out_ppm=run.co2_out_actual[k0:k1].copy(),
+                solar_wm2=ws.solar_wm2[k0:k1].copy(),
+                people=_rows_by_step(ex.people, part.seed_idx, part.zone_idx, k0, k1),
+                counter_in_prev=_rows_by_step(
+                    ex.counter_in, part.seed_idx, part.zone_idx, k0 - 1, k1 - 1
+                ),
+                counter_out_prev=_rows_by_step(
+                    ex.counter_out, part.seed_idx, part.zone_idx, k0 - 1, k1 - 1
+                ),
+                open_today_s=open_today,
+                close_today_s=close_today,
+                open_tomorrow_s=open_tomorrow,
+            )
         carry, record_at = run_steps(
             0, k1 - k0, first - k0, dt, run.k_count - k0, run.rec_every if n_rec else 0,
             record_at, x, f, carry, totals, co2_plan, thermo_plan, samples,
