@@ -625,7 +625,11 @@ def _loop_fused(run: _Run, progress: ProgressFn | None) -> tuple[KpiAccumulator,
     # every object of the process (numba's alone are hundreds of thousands) holding the GIL,
     # and every part's thread waits for it: a quarter of the loop's time at 1,000 zones after
     # other runs in the same process. The objects that exist before the loop are set aside
-    # for its duration; those it creates are collected as usual.
+    # for its duration; those it creates are collected as usual. A host process that froze
+    # its own objects already (the controller daemon does) is left as it is: unfreezing
+    # would undo its freeze too.
+    if gc.get_freeze_count():
+        return _loop_parts(run, progress)
     gc.freeze()
     try:
         return _loop_parts(run, progress)
