@@ -38,7 +38,7 @@ from sensors.errors import IlmaError
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 10.0
-# Packets read in one turn of the event loop at most, then the other tasks get theirs (250
+# Messages read in one turn of the event loop at most, then the other tasks get theirs (250
 # messages take about 25 ms to ingest; the batch gains little beyond ~50).
 MAX_PACKETS_PER_READ = 250
 
@@ -142,18 +142,32 @@ class Session:
     def _readable(self) -> None:
         """Read the packets that have arrived, then write what paho still has queued."""
         c = self._client
-        for _ in range(MAX_PACKETS_PER_READ):
-            # paho reads one packet per call whatever max_packets says (it counts QoS 2
-            # flights): read on while the socket holds more, not one packet per turn of the loop.
+        inbox = self._inbox
+        before = len(inbox)
+        rc = MQTTErrorCode.MQTT_ERR_SUCCESS
+        more = True
+        # paho reads at most as many packets per loop_read as it has QoS > 0 messages in flight
+        # (at least one): read on while bytes wait, not one packet per turn of the event loop,
+        # but hand the loop back after MAX_PACKETS_PER_READ messages.
+        while more and len(inbox) - before < MAX_PACKETS_PER_READ:
             rc = c.loop_read()
-            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or not _more_to_read(self._sock):
-                break
-        if self._inbox:
+            more = rc == MQTTErrorCode.MQTT_ERR_SUCCESS and _more_to_read(self._sock)
+        if inbox:
             self._inbox_ready.set()
         if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
             self._set_lost(f"read failed: {mqtt.error_string(rc)}")
             return
         self._flush()
+        sock = self._sock
+        if more and isinstance(sock, ssl.SSLSocket) and sock.pending() and self._loop:
+            # Stopped at the cap with bytes waiting. Those in the kernel's buffer wake the
+            # reader again; those TLS has already decrypted would not: come back for them.
+            self._loop.call_soon(self._readable_again)
+
+    def _readable_again(self) -> None:
+        sock = self._sock
+        if isinstance(sock, ssl.SSLSocket) and sock.pending():
+            self._readable()
 
     def _flush(self) -> None:
         """Write what paho has queued; if the socket is full, finish when it is writable."""
@@ -231,6 +245,11 @@ class Session:
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT_S):
                 await self._connected
+        except TimeoutError as exc:
+            await self._close()
+            raise SessionError(
+                f"{self.host}:{self.port}: no CONNACK within {CONNECT_TIMEOUT_S} s"
+            ) from exc
         except BaseException:
             await self._close()
             raise
@@ -261,7 +280,9 @@ class Session:
         if self._sock is not None:
             self._client.disconnect()  # queues DISCONNECT (and, not in a callback, writes it)
             self._flush()
-        self._detach()
+        # Whoever still waits on this session (a reader of batches(), a publish waiting for
+        # its acknowledgement) learns that it ended, whether or not DISCONNECT got out.
+        self._set_lost("closed")
         sock = self._client.socket()
         if sock is not None:
             sock.close()
@@ -316,12 +337,14 @@ class Session:
         info = self._client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
         if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
             raise SessionError(f"publish to {topic!r}: {mqtt.error_string(info.rc)}")
-        self._flush()
         if qos == 0:
+            self._flush()
             return
         assert self._loop is not None  # noqa: S101  (inside the session)
         fut: asyncio.Future[None] = self._loop.create_future()
+        # Registered before the write: a write that fails resolves it (with the loss).
         self._acks[info.mid] = fut
+        self._flush()
         try:
             async with asyncio.timeout(ack_timeout_s):
                 await fut

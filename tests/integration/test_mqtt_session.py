@@ -96,3 +96,49 @@ def test_the_will_is_published_when_the_session_dies(mosquitto: Mosquitto) -> No
     finally:
         watcher.loop_stop()
         watcher.disconnect()
+
+
+def test_a_broker_that_accepts_but_never_answers_is_a_session_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A plain SessionError (what the controller retries with backoff), not a TimeoutError
+    that would end the service."""
+    monkeypatch.setattr("controller.mqtt.CONNECT_TIMEOUT_S", 0.3)
+
+    async def main() -> None:
+        held: list[asyncio.StreamWriter] = []
+
+        async def mute(_r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            held.append(w)  # accept, read nothing, answer nothing
+
+        server = await asyncio.start_server(mute, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            with pytest.raises(SessionError, match="no CONNACK"):
+                async with _session(port):
+                    pass
+        finally:
+            for w in held:
+                w.close()
+            server.close()
+            await server.wait_closed()
+
+    asyncio.run(main())
+
+
+def test_closing_the_session_ends_its_reader(mosquitto: Mosquitto) -> None:
+    async def main() -> None:
+        async with _session(mosquitto.port) as s:
+            await s.subscribe("x", qos=1)
+
+            async def read_all() -> None:
+                async for _ in s.batches():
+                    pass
+
+            reader = asyncio.create_task(read_all())
+            await asyncio.sleep(0.1)
+        with pytest.raises(SessionError):
+            async with asyncio.timeout(5):
+                await reader
+
+    asyncio.run(main())
