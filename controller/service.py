@@ -269,6 +269,20 @@ class ControllerService:
         than the decoding."""
         received = self.clock()
         pending: dict[str, list[tuple[Telemetry, bytes]]] = {}
+        try:
+            await self._dispatch(batch, pending, received)
+        finally:
+            # Also when forwarding failed midway: what was taken is acknowledged to the broker
+            # already, and must not be lost with the session.
+            self._take(pending, received)
+
+    async def _dispatch(
+        self,
+        batch: Iterable[Message],
+        pending: dict[str, list[tuple[Telemetry, bytes]]],
+        received: float,
+    ) -> None:
+        """Handle each message in order; telemetry of sites run here goes to `pending`."""
         for received_on, payload, properties in batch:
             topic = received_on
             if received_on == inbox_topic(self.name):  # forwarded by another member
@@ -295,7 +309,6 @@ class ControllerService:
                     pending.setdefault(where.site, []).append((msg, payload))
             elif where.kind is Kind.GATEWAY_STATUS:
                 self._on_gateway_status(where.site, payload)
-        self._take(pending, received)
 
     async def _runs_site(self, site: str, topic: str, payload: bytes) -> bool:
         """Whether this process runs the site; if another does, the message goes to it."""

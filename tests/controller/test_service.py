@@ -837,3 +837,37 @@ def test_a_batch_read_together_counts_and_records_as_one_by_one() -> None:
         4 * (2 * len(GW_A) + len(GW_B)),
     )
     assert results[0] == results[1]
+
+
+def test_a_forward_that_fails_midway_loses_nothing_already_taken() -> None:
+    """The batch's telemetry of this process's own site, read before a forward to another
+    member failed, is ingested and queued for history all the same (the broker has it as
+    acknowledged)."""
+    clock = Clock()
+    service, client = make_service(config("ctl-a", group="g", sites=4), clock, rebalance=False)
+    service.members["ctl-b"] = clock.now
+    service._rebalance()
+    service.connected.set()
+    members = ["ctl-a", "ctl-b"]
+    mine = [s for s in service.cfg.sites if owner(s, members) == "ctl-a"]
+    theirs = [s for s in service.cfg.sites if owner(s, members) == "ctl-b"]
+    assert mine
+    assert theirs
+
+    async def failing_publish(*_a: object, **_k: object) -> None:
+        raise SessionError("no acknowledgement")
+
+    client.publish = failing_publish  # type: ignore[method-assign]
+    batch: list[Message] = [
+        (telemetry_topic(mine[0], "gw-a"), telemetry("gw-a", GW_A, NOW, 0), None),
+        (telemetry_topic(theirs[0], "gw-a"), telemetry("gw-a", GW_A, NOW, 0), None),
+    ]
+
+    async def main() -> None:
+        with pytest.raises(SessionError):
+            await service.on_messages(batch)
+
+    run(main)
+    assert service.counters.messages == 1
+    assert len(service.history) == 4 * len(GW_A)
+    assert service.runs[mine[0]].ingest.zones_of("gw-a") == sorted(z(n) for n in GW_A)
