@@ -268,7 +268,10 @@ class Writer:
             await self.queue.wait()
             # Let a batch fill for up to the flush interval (one request, not hundreds), but
             # no longer than it takes to fill: a fast stream must not run into the bound.
-            await self.queue.filled(self.batch_size, self.flush_interval_s)
+            # (A queue bounded below a batch fills at its bound.)
+            await self.queue.filled(
+                min(self.batch_size, self.queue.max_records), self.flush_interval_s
+            )
             batch = self.queue.take(self.batch_size)
             if batch:
                 await self._deliver(batch)

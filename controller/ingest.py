@@ -142,7 +142,11 @@ class SiteState:
     def ingest_many(self, msgs: Sequence[Telemetry], received_s: float) -> Batch:
         """Take the messages received together at `received_s`, in their order. The state
         afterwards is what taking them one by one leaves; the numpy work is done once for
-        the batch (per message it cost more than decoding the message)."""
+        the batch (per message it cost more than decoding the message). The counts are the
+        batch's against the state before it: `new` counts every reading newer than that state
+        (one by one, a reading older than an earlier one of the batch would count as history),
+        and `counter_zones` holds the zones whose counters differ after the batch (a counter
+        that went 3 → 4 → 3 within it is no change)."""
         index = self.index
         zs: list[int] = []
         qs: list[int] = []

@@ -627,7 +627,8 @@ def _loop_fused(run: _Run, progress: ProgressFn | None) -> tuple[KpiAccumulator,
     # other runs in the same process. The objects that exist before the loop are set aside
     # for its duration; those it creates are collected as usual. A host process that froze
     # its own objects already (the controller daemon does) is left as it is: unfreezing
-    # would undo its freeze too.
+    # would undo its freeze too. (Two fused runs at once in one process: the first to end
+    # unfreezes for both. That costs the other speed, never results.)
     if gc.get_freeze_count():
         return _loop_parts(run, progress)
     gc.freeze()

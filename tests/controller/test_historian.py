@@ -584,3 +584,23 @@ def test_a_queued_message_counts_its_readings_against_the_bound() -> None:
     q.put_message(_message())
     q.put_message(_message())  # 6 readings > 5: the oldest message goes whole
     assert (len(q), q.dropped) == (3, 3)
+
+
+def test_a_queue_bounded_below_a_batch_is_written_when_it_reaches_its_bound() -> None:
+    """The writer waits for a full batch or the flush interval; a queue that can never hold a
+    full batch counts as full at its bound, or it would drop while the writer waits."""
+    q = HistoryQueue(10)
+    sink = FlakySink(0)
+    writer = Writer(q, sink, batch_size=100, flush_interval_s=60.0)
+
+    async def puts() -> None:
+        await asyncio.sleep(0)  # the writer is waiting
+        q.put([rec(i) for i in range(10)])
+
+    async def main() -> None:
+        async with asyncio.timeout(10):  # not the 60 s flush interval
+            await _until_drained(writer, puts)
+
+    run(main)
+    assert [r for b in sink.written for r in b] == [rec(i) for i in range(10)]
+    assert q.dropped == 0
