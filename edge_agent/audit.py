@@ -16,7 +16,7 @@ from typing import Self
 from edge_agent.buffer import (
     StoreSpec,
     Synchronous,
-    move_aside,
+    open_or_reset,
     open_store,
     quick_check,
     store_errors,
@@ -191,28 +191,17 @@ class AuditLog:
         The agent keeps auditing rather than refusing to start; the old file is kept for
         whoever investigates. A locked or unreadable file still raises AuditStoreError.
         """
-        try:
-            return cls._open_checked(path, max_records, synchronous)
-        except AuditCorruptError as exc:
-            moved = move_aside(path)
-            logger.error(  # noqa: TRY400 - the reason is in the message; a traceback adds nothing
-                "audit log %s is unusable (%s): moved it to %s and starting empty",
-                path,
-                exc,
-                moved,
-            )
-            return cls(path, max_records, synchronous=synchronous)
+        return open_or_reset(
+            lambda: cls(path, max_records, synchronous=synchronous),
+            path,
+            "audit log",
+            AuditCorruptError,
+        )
 
-    @classmethod
-    def _open_checked(cls, path: Path, max_records: int, synchronous: Synchronous) -> AuditLog:
-        log = cls(path, max_records, synchronous=synchronous)
-        try:
-            with log._lock:
-                quick_check(log._connection(), _AUDIT_SPEC, path)
-        except BaseException:
-            log.close()
-            raise
-        return log
+    def check(self) -> None:
+        """Check the whole file (SQLite's quick_check and ours): AuditCorruptError if not."""
+        with self._lock:
+            quick_check(self._connection(), _AUDIT_SPEC, self._path)
 
     @property
     def path(self) -> Path:

@@ -7,11 +7,11 @@ import logging
 import math
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal, NamedTuple, Self
+from typing import Literal, NamedTuple, Protocol, Self, TypeVar
 
 from sensors.errors import IlmaError
 
@@ -229,6 +229,35 @@ def move_aside(path: Path) -> Path:
     return target
 
 
+class _Checked(Protocol):
+    def check(self) -> None: ...
+    def close(self) -> None: ...
+
+
+_S = TypeVar("_S", bound=_Checked)
+
+
+def open_or_reset(
+    open_store: Callable[[], _S], path: Path, what: str, corrupt: type[Exception]
+) -> _S:
+    """Open a store and check the whole file; if it is damaged or foreign (`corrupt`), move it
+    aside (kept for whoever investigates) and open it anew, empty."""
+    try:
+        store = open_store()
+        try:
+            store.check()
+        except BaseException:
+            store.close()
+            raise
+    except corrupt as exc:
+        moved = move_aside(path)
+        logger.error(  # noqa: TRY400 - the reason is in the message; a traceback adds nothing
+            "%s %s is unusable (%s): moved it to %s and starting empty", what, path, exc, moved
+        )
+        return open_store()
+    return store
+
+
 # -- the buffer ------------------------------------------------------------------------------
 
 
@@ -347,28 +376,17 @@ class DiskBuffer:
         Only a file that is unusable as such is moved: a locked file (another agent running) or
         an I/O error still raises BufferStoreError, since starting over would not help.
         """
-        try:
-            return cls._open_checked(path, max_messages, synchronous)
-        except BufferCorruptError as exc:
-            moved = move_aside(path)
-            logger.error(  # noqa: TRY400 - the reason is in the message; a traceback adds nothing
-                "disk buffer %s is unusable (%s): moved it to %s and starting empty",
-                path,
-                exc,
-                moved,
-            )
-            return cls(path, max_messages, synchronous=synchronous)
+        return open_or_reset(
+            lambda: cls(path, max_messages, synchronous=synchronous),
+            path,
+            "disk buffer",
+            BufferCorruptError,
+        )
 
-    @classmethod
-    def _open_checked(cls, path: Path, max_messages: int, synchronous: Synchronous) -> DiskBuffer:
-        buf = cls(path, max_messages, synchronous=synchronous)
-        try:
-            with buf._lock:
-                quick_check(buf._connection(), _BUFFER_SPEC, path)
-        except BaseException:
-            buf.close()
-            raise
-        return buf
+    def check(self) -> None:
+        """Check the whole file (SQLite's quick_check and ours): BufferCorruptError if not."""
+        with self._lock:
+            quick_check(self._connection(), _BUFFER_SPEC, self._path)
 
     @property
     def path(self) -> Path:
