@@ -15,6 +15,7 @@ as with aiomqtt.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import logging
 import socket
@@ -93,6 +94,10 @@ class Session:
         c.on_message = self._on_message
         c.on_publish = self._on_publish
         c.on_socket_open = _no_delay
+        # Without this paho sends each packet the moment it is queued: a PUBACK per received
+        # message, each its own send() and TCP segment. The session writes what paho queued
+        # itself, after every read, publish, subscribe, keepalive and disconnect (_flush).
+        c.on_socket_register_write = _written_by_session
         self._client = c
         self._keepalive_s = keepalive_s
         self._clean_start = clean_start
@@ -149,16 +154,22 @@ class Session:
         # paho reads at most as many packets per loop_read as it has QoS > 0 messages in flight
         # (at least one): read on while bytes wait, not one packet per turn of the event loop,
         # but hand the loop back after MAX_PACKETS_PER_READ messages.
-        while more and len(inbox) - before < MAX_PACKETS_PER_READ:
-            rc = c.loop_read()
-            more = rc == MQTTErrorCode.MQTT_ERR_SUCCESS and _more_to_read(self._sock)
-        if inbox:
-            self._inbox_ready.set()
-        if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
-            self._set_lost(f"read failed: {mqtt.error_string(rc)}")
-            return
-        self._flush()
         sock = self._sock
+        # The read's acknowledgements leave together in as few segments as fit, not one each
+        # (on loopback the sender pays the receiver's side of every segment too).
+        _cork(sock, on=True)
+        try:
+            while more and len(inbox) - before < MAX_PACKETS_PER_READ:
+                rc = c.loop_read()
+                more = rc == MQTTErrorCode.MQTT_ERR_SUCCESS and _more_to_read(self._sock)
+            if inbox:
+                self._inbox_ready.set()
+            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                self._set_lost(f"read failed: {mqtt.error_string(rc)}")
+                return
+            self._flush()
+        finally:
+            _cork(sock, on=False)
         if more and isinstance(sock, ssl.SSLSocket) and sock.pending() and self._loop:
             # Stopped at the cap with bytes waiting. Those in the kernel's buffer wake the
             # reader again; those TLS has already decrypted would not: come back for them.
@@ -278,7 +289,7 @@ class Session:
             await asyncio.gather(self._misc, return_exceptions=True)
             self._misc = None
         if self._sock is not None:
-            self._client.disconnect()  # queues DISCONNECT (and, not in a callback, writes it)
+            self._client.disconnect()  # queues DISCONNECT; _flush writes it
             self._flush()
         # Whoever still waits on this session (a reader of batches(), a publish waiting for
         # its acknowledgement) learns that it ended, whether or not DISCONNECT got out.
@@ -361,6 +372,19 @@ def _more_to_read(sock: Any) -> bool:  # noqa: ANN401  (paho's socket type)
         return True
     waiting = fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0")
     return int.from_bytes(waiting, sys.byteorder) > 0
+
+
+def _written_by_session(_c: mqtt.Client, _u: object, _sock: object) -> None:
+    """paho's hook for an external loop to watch for writability: the session flushes itself."""
+
+
+def _cork(sock: Any, *, on: bool) -> None:  # noqa: ANN401  (paho's socket type)
+    """Hold small writes back while on (Linux TCP_CORK); turning it off sends what is held."""
+    cork = getattr(socket, "TCP_CORK", None)
+    if sock is None or cork is None:
+        return
+    with contextlib.suppress(OSError):  # a socket already closed: nothing to hold or send
+        sock.setsockopt(socket.IPPROTO_TCP, cork, 1 if on else 0)
 
 
 def _no_delay(_c: mqtt.Client, _u: object, sock: Any) -> None:  # noqa: ANN401  (paho's socket type)
