@@ -18,9 +18,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
-from pythonjsonlogger.json import JsonFormatter
 
 from controller.historian import HistoryQueue, make_sink, writer_for
+from controller.logs import setup_logging
 from controller.service import ControllerService
 from controller.service_config import ControllerConfig, load_controller
 from sensors.config import ConfigError
@@ -29,20 +29,6 @@ log = logging.getLogger("controller")
 
 # On a clean stop, give the history this long to reach the database.
 FLUSH_ON_STOP_S = 5.0
-
-
-def setup_logging(fmt: str, level: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    if fmt == "json":
-        handler.setFormatter(
-            JsonFormatter("%(asctime)s %(levelname)s %(name)s %(message)s", timestamp=False)
-        )
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    logging.getLogger("controller.mqtt").setLevel(max(logging.WARNING, root.level))
 
 
 def metrics_registry(service: ControllerService, history: HistoryQueue) -> CollectorRegistry:
@@ -120,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"ilma-controller: {exc}", file=sys.stderr)  # noqa: T201  (before logging is set up)
         return 2
-    setup_logging(cfg.file.log.format, cfg.file.log.level)
+    setup_logging(cfg.file.log.format, cfg.file.log.level, quiet=["controller.mqtt"])
     # Telemetry makes many short-lived objects and the history queue many long-lived ones: the
     # cyclic collector scanning that queue cost up to 150 µs per message (bench/controller.py).
     # What startup made is frozen out of collection; young collections run less often (garbage

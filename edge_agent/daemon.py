@@ -21,8 +21,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from prometheus_client import start_http_server
-from pythonjsonlogger.json import JsonFormatter
 
+from controller.logs import setup_logging
 from edge_agent.agent import Agent
 from edge_agent.audit import AuditLog
 from edge_agent.buffer import DiskBuffer
@@ -46,22 +46,6 @@ def sd_notify(state: str) -> None:
             s.sendall(state.encode())
         except OSError as exc:
             log.debug("sd_notify %s failed: %s", state, exc)
-
-
-def setup_logging(fmt: str, level: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    if fmt == "json":
-        handler.setFormatter(
-            JsonFormatter("%(asctime)s %(levelname)s %(name)s %(message)s", timestamp=False)
-        )
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    # aiomqtt/paho chatter stays at WARNING unless we debug.
-    logging.getLogger("edge_agent.mqtt").setLevel(max(logging.WARNING, root.level))
-    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
 
 
 class Daemon:
@@ -163,7 +147,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"ilma-agent: {exc}", file=sys.stderr)  # noqa: T201  (before logging is set up)
         return 2
-    setup_logging(args.log_format or cfg.file.log.format, cfg.file.log.level)
+    setup_logging(
+        args.log_format or cfg.file.log.format,
+        cfg.file.log.level,
+        quiet=["edge_agent.mqtt"],  # aiomqtt/paho chatter
+        silenced=["pymodbus"],  # its errors are ours to report, per device and with backoff
+    )
     daemon = Daemon(args.config, cfg)
     server = None
     m = cfg.file.metrics
