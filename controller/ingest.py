@@ -61,21 +61,22 @@ class Batch(NamedTuple):
 
 
 class _Layout(NamedTuple):
-    """Where a message's readings go: the state indices of its known readings."""
+    """Where a message's readings go: the flat state index (quantity × n_zones + zone) of each
+    reading of a known zone."""
 
     zone: tuple[str, ...]
     point: tuple[Quantity, ...]
     known: list[int] | None  # positions of the readings of known zones; None: all
-    zones: list[int]
-    quantities: list[int]
+    keys: IntArray
 
 
 def _layout(index: dict[str, int], zone: tuple[str, ...], point: tuple[Quantity, ...]) -> _Layout:
+    n = len(index)
     zone_of = [index.get(z, -1) for z in zone]
-    if -1 not in zone_of:
-        return _Layout(zone, point, None, zone_of, [_Q[p] for p in point])
-    known = [k for k, z in enumerate(zone_of) if z >= 0]
-    return _Layout(zone, point, known, [zone_of[k] for k in known], [_Q[point[k]] for k in known])
+    known = None if -1 not in zone_of else [k for k, z in enumerate(zone_of) if z >= 0]
+    picked = range(len(zone)) if known is None else known
+    keys = np.array([_Q[point[k]] * n + zone_of[k] for k in picked], dtype=np.int64)
+    return _Layout(zone, point, known, keys)
 
 
 @dataclass
@@ -124,6 +125,10 @@ class SiteState:
         self._zones_by_gateway: dict[str, set[int]] = {}
         self.gateways: dict[str, _Gateway] = {}
         self._ids: dict[str, int] = {}
+        # Scratch for ingest_many (contents meaningless between calls).
+        self._best_t = np.empty(q * n)
+        self._first = np.empty(q * n, dtype=np.int64)
+        self._last_m = np.empty(n, dtype=np.int64)
 
     def gateway_offset_s(self, gateway: str) -> float:
         g = self.gateways.get(gateway)
@@ -148,8 +153,7 @@ class SiteState:
         and `counter_zones` holds the zones whose counters differ after the batch (a counter
         that went 3 → 4 → 3 within it is no change)."""
         index = self.index
-        zs: list[int] = []
-        qs: list[int] = []
+        keys: list[IntArray] = []  # per accepted message, its readings' flat state indices
         ts: list[float] = []
         vs: list[float | None] = []
         quality: list[int] = []
@@ -174,8 +178,7 @@ class SiteState:
             lay = g.layout
             if lay is None or lay.zone != c.zone or lay.point != c.point:
                 lay = g.layout = _layout(index, c.zone, c.point)
-            zs += lay.zones
-            qs += lay.quantities
+            keys.append(lay.keys)
             if lay.known is None:
                 ts += c.t
                 vs += c.value
@@ -185,70 +188,85 @@ class SiteState:
                 ts += [c.t[k] for k in lay.known]
                 vs += [c.value[k] for k in lay.known]
                 quality += [c.quality[k] for k in lay.known]
-            lengths.append(len(lay.zones))
+            lengths.append(len(lay.keys))
             offsets.append(g.offset_s)
             gw_ids.append(self._ids[msg.gateway])
-        if not zs:
+        n_all = len(ts)
+        if n_all == 0:
             return Batch(0, 0, duplicates, unknown, frozenset(), frozenset(), accepted)
-        zi = np.array(zs)
-        qi = np.array(qs)
+        key = np.concatenate(keys) if len(keys) > 1 else keys[0]
         # Each message's readings corrected by its gateway's offset when it arrived. Nothing
         # is from the future: until the offset is known (a gateway replaying its buffer before
         # its first live message), a fast clock is capped at arrival.
         n_msgs = len(lengths)
         shift = np.repeat(offsets, lengths) if n_msgs > 1 else offsets[0]
         t = np.minimum(np.array(ts) + shift, received_s)
-        newer = t > self.t[qi, zi]
+        state_t = self.t.reshape(-1)  # views: the flat state index is `key`
+        state_v = self.value.reshape(-1)
+        newer = t > state_t[key]
         n_new = int(np.count_nonzero(newer))
-        n_all = len(zs)
         if n_new == 0:
             return Batch(0, n_all, duplicates, unknown, frozenset(), frozenset(), accepted)
         v = np.array(vs, dtype=float)  # None (missing) becomes NaN
-        qual = np.array(quality)
+        qual = np.array(quality, dtype=np.int32)
         # Which message (its position among the accepted) each reading came in.
         m = np.repeat(np.arange(n_msgs), lengths) if n_msgs > 1 else np.zeros(n_all, np.int64)
         if n_new < n_all:
-            zi, qi, t, v, qual, m = zi[newer], qi[newer], t[newer], v[newer], qual[newer], m[newer]
-        # The same zone's quantity more than once (in a message, or in two messages of the
-        # batch): the newest wins, and on a tie the earlier one, as taking them one by one does
-        # (a reading replaces the state only if strictly newer).
-        key = qi * len(self.zones) + zi
+            key, t, v, qual, m = key[newer], t[newer], v[newer], qual[newer], m[newer]
         if n_new > 1:
-            # By key, then time, then arrival backwards: the last of a key's run is the one.
-            order = np.lexsort((-np.arange(len(key)), t, key))
-            key, zi, qi, t, v, qual, m = (
-                key[order], zi[order], qi[order], t[order], v[order], qual[order], m[order]
-            )  # fmt: skip
-            last = np.ones(len(key), dtype=bool)
-            np.not_equal(key[1:], key[:-1], out=last[:-1])
-            if not last.all():
-                zi, qi, t, v, qual, m = zi[last], qi[last], t[last], v[last], qual[last], m[last]
+            # The same zone's quantity more than once (in a message, or in two messages of
+            # the batch): the newest wins, and on a tie the earlier one, as taking them one by
+            # one does (a reading replaces the state only if strictly newer).
+            win = self._newest(key, t)
+            if len(win) < n_new:
+                key, t, v, qual, m = key[win], t[win], v[win], qual[win], m[win]
+        n_zones = len(self.zones)
+        zi = key % n_zones
+        qi = key // n_zones
         is_counter = (qi == _PEOPLE_IN) | (qi == _PEOPLE_OUT) | (qi == _PEOPLE_COUNT)
-        changed = is_counter & ~(v == self.value[qi, zi])  # NaN to a value (or back) is a change
+        was = state_v[key]
+        # NaN to a value (or back) is a change; NaN to NaN (a counter still missing) is not.
+        changed = is_counter & ~((v == was) | (np.isnan(v) & np.isnan(was)))
         counters = frozenset(zi[changed].tolist())
-        self.value[qi, zi] = v
-        self.t[qi, zi] = t
-        self.quality[qi, zi] = qual
+        state_v[key] = v
+        state_t[key] = t
+        self.quality.reshape(-1)[key] = qual
         first = self._assign_gateways(zi, m, np.array(gw_ids)[m])
         return Batch(
             n_new, n_all - n_new, duplicates, unknown, counters, frozenset(first), accepted
         )
 
+    def _newest(self, key: IntArray, t: FloatArray) -> IntArray:
+        """Positions of the readings that win their key: the newest, and the first of equals.
+        Two scatter passes over scratch arrays (no sort: sorting the batch cost more than the
+        rest of the ingest)."""
+        best = self._best_t
+        best[key] = -np.inf
+        np.maximum.at(best, key, t)
+        cand = np.flatnonzero(t == best[key])
+        k = key[cand]
+        first = self._first
+        first[k] = len(key)
+        np.minimum.at(first, k, cand)
+        won: IntArray = cand[first[k] == cand]
+        return won
+
     def _assign_gateways(self, zi: IntArray, m: IntArray, gw: IntArray) -> set[int]:
         """A zone's commands go to the gateway of the last message (`m`) that updated it, as
         when taking messages one by one; the zones heard of for the first time."""
         if len(zi) > 1:
-            order = np.lexsort((m, zi))
-            zi, gw = zi[order], gw[order]
-            last = np.ones(len(zi), dtype=bool)
-            np.not_equal(zi[1:], zi[:-1], out=last[:-1])
-            zi, gw = zi[last], gw[last]
+            last = self._last_m
+            last[zi] = -1
+            np.maximum.at(last, zi, m)
+            latest = m == last[zi]  # a zone's readings of its last message: one gateway
+            zi, gw = zi[latest], gw[latest]
         moved = gw != self._gateway_id[zi]
         first: set[int] = set()
         if not moved.any():
             return first
         names = list(self._ids)
-        for z, g in zip(zi[moved].tolist(), gw[moved].tolist(), strict=True):
+        zones, at = np.unique(zi[moved], return_index=True)
+        for z, g in zip(zones.tolist(), gw[moved][at].tolist(), strict=True):
             name = names[g]
             was = self.gateway_of_zone[z]
             if was is None:

@@ -524,3 +524,58 @@ def test_a_batch_leaves_the_state_that_one_by_one_leaves(
     assert one.gateway_of_zone == many.gateway_of_zone
     assert taken == sum(len(m) for m in msgs)  # every reading once, the duplicates not at all
     assert duplicates == len(deliveries) - len(msgs)
+
+
+@st.composite
+def crowded(draw: st.DrawFn) -> list[Telemetry]:
+    """Live messages of up to three gateways whose zones overlap (a zone moves between
+    gateways), with readings that tie in time, repeat a zone's quantity within one message, and
+    name zones the site does not have."""
+    msgs = []
+    seqs = dict.fromkeys(("gw-1", "gw-2", "gw-3"), 0)
+    for _ in range(draw(st.integers(1, 12))):
+        gateway = draw(st.sampled_from(sorted(seqs)))
+        rows = draw(
+            st.lists(
+                st.builds(
+                    reading,
+                    st.sampled_from((*ZONES, "attic")),
+                    st.sampled_from((CO2, PIN, POUT)),
+                    st.integers(0, 3).map(lambda k: T0 + k),  # few distinct times: ties
+                    st.one_of(st.none(), st.integers(0, 3).map(float)),
+                    st.sampled_from([0, int(Quality.SPIKE)]),
+                ),
+                min_size=1,
+                max_size=6,
+            )
+        )
+        msgs.append(message(*rows, seq=seqs[gateway], gateway=gateway, t=T0 + 3))
+        seqs[gateway] += 1
+    return msgs
+
+
+@settings(max_examples=300)
+@given(crowded(), st.randoms(use_true_random=False))
+def test_a_batch_of_many_gateways_with_ties_leaves_what_one_by_one_leaves(
+    msgs: list[Telemetry], rnd: random.Random
+) -> None:
+    cuts = sorted(rnd.sample(range(1, len(msgs)), k=min(3, len(msgs) - 1))) if len(msgs) > 1 else []
+    one, many = SiteState(ZONES), SiteState(ZONES)
+    for k, batch in enumerate(itertools.pairwise([0, *cuts, len(msgs)])):
+        part = msgs[batch[0] : batch[1]]
+        received = T0 + 3.2 + k  # the same clock: no offset
+        before = one.value.copy()
+        singles = [one.ingest(m, received) for m in part]
+        got = many.ingest_many(part, received)
+        assert got.unknown_zones == sum(s.unknown_zones for s in singles)
+        assert got.new_zones == frozenset().union(*(s.new_zones for s in singles))
+        q = [QUANTITIES.index(p) for p in (PIN, POUT)]
+        differ = ~((one.value[q] == before[q]) | (np.isnan(one.value[q]) & np.isnan(before[q])))
+        assert got.counter_zones == frozenset(np.flatnonzero(differ.any(axis=0)).tolist())
+        np.testing.assert_array_equal(one.value, many.value)
+        np.testing.assert_array_equal(one.t, many.t)
+        np.testing.assert_array_equal(one.quality, many.quality)
+        assert one.gateway_of_zone == many.gateway_of_zone
+        assert [one.zones_of(g) for g in ("gw-1", "gw-2", "gw-3")] == [
+            many.zones_of(g) for g in ("gw-1", "gw-2", "gw-3")
+        ]
