@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
+import time
+from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
+import trustme
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
-from controller.mqtt import Session, SessionError, Will
-from tests.servers import Mosquitto, free_port, wait_until
+from controller import mqtt as session_module
+from controller.mqtt import BufferedSocket, Session, SessionError, Will
+from tests.fixtures_servers import MosquittoFactory
+from tests.servers import Mosquitto, free_port, port_open, wait_until
 
 
 def _session(port: int, name: str = "s1", **kw: object) -> Session:
@@ -142,3 +150,149 @@ def test_closing_the_session_ends_its_reader(mosquitto: Mosquitto) -> None:
                 await reader
 
     asyncio.run(main())
+
+
+async def _read(s: Session, n: int, timeout_s: float = 20) -> list[bytes]:
+    got: list[bytes] = []
+    async with asyncio.timeout(timeout_s), contextlib.aclosing(s.messages()) as stream:
+        async for _topic, payload, _props in stream:
+            got.append(payload)
+            if len(got) == n:
+                break
+    return got
+
+
+def _publish_all(port: int, messages: list[tuple[str, bytes]]) -> None:
+    """Publish with a plain paho client (QoS 1), waiting for every acknowledgement."""
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bulk", protocol=mqtt.MQTTv5)
+    c.max_inflight_messages_set(100)
+    c.connect("127.0.0.1", port)
+    c.loop_start()
+    try:
+        infos = [c.publish(topic, payload, qos=1) for topic, payload in messages]
+        for info in infos:
+            info.wait_for_publish(20)
+    finally:
+        c.loop_stop()
+        c.disconnect()
+
+
+def test_what_waits_in_the_read_buffer_past_the_read_cap_is_still_delivered(
+    mosquitto: Mosquitto,
+) -> None:
+    """Many small messages land in one read chunk; the session hands over at most
+    MAX_PACKETS_PER_READ per turn, and with the kernel's buffer empty nothing would wake it for
+    the rest: it must come back for them itself."""
+    n = 10 * session_module.MAX_PACKETS_PER_READ
+    # No keepalive traffic within the test: a PINGRESP would wake the reader and hide a stall.
+    reader_session = Session("127.0.0.1", mosquitto.port, client_id="reader", keepalive_s=60)
+
+    async def main() -> list[bytes]:
+        async with reader_session as reader:
+            await reader.subscribe("t/#", qos=1)
+            await asyncio.sleep(0.2)  # the SUBACK
+            assert isinstance(reader._client.socket(), BufferedSocket)
+            # Block the loop: everything arrives while nobody reads, then in one recv().
+            _publish_all(mosquitto.port, [("t/a", str(i).encode()) for i in range(n)])
+            time.sleep(0.3)  # noqa: ASYNC251  (blocking the loop is the point)
+            return await _read(reader, n, timeout_s=10)
+
+    assert [int(p) for p in asyncio.run(main())] == list(range(n))
+
+
+def test_a_message_larger_than_a_read_chunk_arrives_whole(mosquitto: Mosquitto) -> None:
+    big = bytes(range(256)) * (3 * session_module.READ_CHUNK // 256 + 7)
+    messages = [("t/a", b"before"), ("t/b", big), ("t/a", b"after")]
+
+    async def main() -> list[bytes]:
+        async with _session(mosquitto.port, "reader") as reader:
+            await reader.subscribe("t/#", qos=1)
+            await asyncio.sleep(0.2)
+            _publish_all(mosquitto.port, messages)
+            return await _read(reader, 3)
+
+    assert asyncio.run(main()) == [m for _, m in messages]
+
+
+@pytest.fixture
+def tls_broker(
+    mosquitto_factory: MosquittoFactory, tmp_path: Path
+) -> tuple[Mosquitto, int, ssl.SSLContext]:
+    """A mosquitto with a TLS listener too (a throwaway CA's certificate for 127.0.0.1), and a
+    client context that trusts that CA."""
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    certfile, keyfile = tmp_path / "server.pem", tmp_path / "server.key"
+    cafile = tmp_path / "ca.pem"
+    cert.private_key_pem.write_to_path(str(keyfile))
+    cert.cert_chain_pems[0].write_to_path(str(certfile))
+    ca.cert_pem.write_to_path(str(cafile))
+    tls_port = free_port()
+    broker = mosquitto_factory(
+        extra_config=[
+            f"listener {tls_port} 127.0.0.1",
+            f"certfile {certfile}",
+            f"keyfile {keyfile}",
+            f"cafile {cafile}",
+        ]
+    )
+    wait_until(lambda: port_open("127.0.0.1", tls_port), 10, message="the TLS listener")
+    ctx = ssl.create_default_context()
+    ca.configure_trust(ctx)
+    return broker, tls_port, ctx
+
+
+def test_a_tls_session_delivers_everything_in_order(
+    tls_broker: tuple[Mosquitto, int, ssl.SSLContext],
+) -> None:
+    """Over TLS the bytes wait in the TLS layer as well as in the session's buffer: many small
+    messages (past the read cap, with the loop blocked), then one larger than a read chunk."""
+    broker, tls_port, ctx = tls_broker
+    n = 4 * session_module.MAX_PACKETS_PER_READ
+    big = b"x" * (2 * session_module.READ_CHUNK + 3)
+    messages = [("t/a", str(i).encode()) for i in range(n)] + [("t/b", big), ("t/a", b"end")]
+
+    async def main() -> list[bytes]:
+        async with (
+            _session(tls_port, "reader", tls=ctx) as reader,
+            _session(tls_port, "writer", tls=ctx) as writer,
+        ):
+            await reader.subscribe("t/#", qos=1)
+            await asyncio.sleep(0.2)
+            _publish_all(broker.port, messages)  # in through the plain listener
+            time.sleep(0.3)  # noqa: ASYNC251  (blocking the loop is the point)
+            got = await _read(reader, len(messages))
+            await writer.publish("t/a", b"over tls", qos=1)  # acknowledged over TLS
+            got += await _read(reader, 1)
+            return got
+
+    got = asyncio.run(main())
+    assert got == [m for _, m in messages] + [b"over tls"]
+
+
+def test_user_properties_come_with_the_message_and_plain_messages_carry_none(
+    mosquitto: Mosquitto,
+) -> None:
+    async def main() -> list[tuple[bytes, object]]:
+        async with (
+            _session(mosquitto.port, "reader") as reader,
+            _session(mosquitto.port, "writer") as writer,
+        ):
+            await reader.subscribe("t/#", qos=1)
+            await asyncio.sleep(0.2)
+            props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            props.UserProperty = [("topic", "ilma/v1/a/gw/b/telemetry")]
+            await writer.publish("t/a", b"tagged", qos=1, properties=props)
+            await writer.publish("t/a", b"plain", qos=1)
+            got: list[tuple[bytes, object]] = []
+            async with asyncio.timeout(10), contextlib.aclosing(reader.messages()) as stream:
+                async for _topic, payload, properties in stream:
+                    got.append((payload, getattr(properties, "UserProperty", None)))
+                    if len(got) == 2:
+                        break
+            return got
+
+    assert asyncio.run(main()) == [
+        (b"tagged", [("topic", "ilma/v1/a/gw/b/telemetry")]),
+        (b"plain", None),
+    ]
