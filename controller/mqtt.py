@@ -117,6 +117,7 @@ class Session:
         self._acks: dict[int, asyncio.Future[None]] = {}
         self._misc: asyncio.Task[None] | None = None
         self._writing = False
+        self._reread = False  # a read of what waits in the buffers is scheduled
 
     # --- paho's callbacks (on the loop's thread, inside loop_read) ----------------------------
 
@@ -179,12 +180,15 @@ class Session:
             self._flush()
         finally:
             _cork(sock, on=False)
-        if more and _buffered(sock) and self._loop:
+        if more and _buffered(sock) and self._loop and not self._reread:
             # Stopped at the cap with bytes waiting. Those in the kernel's buffer wake the
-            # reader again; those read into ours (or decrypted by TLS) would not: come back.
+            # reader again; those read into ours (or decrypted by TLS) would not: come back,
+            # once (one pending re-read per read that stopped would add up, turn after turn).
+            self._reread = True
             self._loop.call_soon(self._readable_again)
 
     def _readable_again(self) -> None:
+        self._reread = False
         if _buffered(self._sock):
             self._readable()
 

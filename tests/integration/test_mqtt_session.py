@@ -296,3 +296,36 @@ def test_user_properties_come_with_the_message_and_plain_messages_carry_none(
         (b"tagged", [("topic", "ilma/v1/a/gw/b/telemetry")]),
         (b"plain", None),
     ]
+
+
+def test_a_steady_stream_is_read_in_batches_the_size_of_the_read_cap(
+    mosquitto: Mosquitto,
+) -> None:
+    """A consumer slower than the stream: each turn of the loop reads at most a read's worth
+    from the socket and one from the session's buffer, so batches stay near the cap and the
+    loop's turns stay short (re-reads of the buffer once piled up, a turn longer each time)."""
+    cap = session_module.MAX_PACKETS_PER_READ
+    n = 40 * cap
+    payload = b"x" * 2000
+
+    async def main() -> list[int]:
+        sizes: list[int] = []
+        async with _session(mosquitto.port, "reader") as reader:
+            await reader.subscribe("t/#", qos=1)
+            await asyncio.sleep(0.2)
+            loop = asyncio.get_running_loop()
+            publishing = loop.run_in_executor(
+                None, _publish_all, mosquitto.port, [("t/a", payload)] * n
+            )
+            async with asyncio.timeout(60):
+                async for batch in reader.batches():
+                    sizes.append(len(batch))
+                    time.sleep(len(batch) * 50e-6)  # noqa: ASYNC251  (a consumer's work)
+                    if sum(sizes) >= n:
+                        break
+            await publishing
+        return sizes
+
+    sizes = asyncio.run(main())
+    assert sum(sizes) == n
+    assert max(sizes) <= 2 * cap, sizes
