@@ -15,7 +15,8 @@ bench/_mqtt_load.py).
    update, history to its SQLite file, event checks), counted through its metrics endpoint
    (`ilma_controller_messages`). Rate = N / (first publish → N-th message taken); CPU per
    message from the process's own clock (/proc for the daemon). Same broker, same stream file.
-   Goal: controller ≥ 60 % of the bare subscriber. N = 50,000 (20,000 with --quick).
+   Goal: controller ≥ 60 % of the bare subscriber, with no history dropped at the queue bound
+   (that would be ingest skipping part of its work). N = 50,000 (20,000 with --quick).
 2. Control-core time: `controller.live.live_step` for 10,000 and 100,000 zones (copies of the
    Helsinki office), readings with CO2, temperatures, counters and 2 % NaN, changing every
    call; median and p95 after warm-up. Then the whole `ControllerService.run_site` in this
@@ -769,10 +770,14 @@ def print_ingest(r: dict[str, Any]) -> None:
             f"{x['msgs_per_s'] / b['msgs_per_s']:>9.0%}{x['cpu_us_per_msg']:>12,.0f}"
             f"{x['received']:>9,.0f}"
         )
+    # History dropped at the queue bound would be ingest that skipped part of its work.
+    verdict = "met" if r["ratio"] >= r["goal_ratio"] else "MISSED"
+    if c["history_dropped"]:
+        verdict = "NOT MEASURED: the controller dropped history, its rate is not a full ingest"
     print(
-        f"   controller / bare: {r['ratio']:.0%} (goal ≥ {r['goal_ratio']:.0%}: "
-        f"{'met' if r['ratio'] >= r['goal_ratio'] else 'MISSED'}); reference: the controller's "
-        f"MQTT client alone (aiomqtt, counting) reaches {r['aiomqtt_ratio']:.0%}"
+        f"   controller / bare: {r['ratio']:.0%} (goal ≥ {r['goal_ratio']:.0%}: {verdict}); "
+        "reference: the controller's MQTT client alone (aiomqtt, counting) reaches "
+        f"{r['aiomqtt_ratio']:.0%}"
     )
     print(
         "   the publisher (reference), msgs/s all PUBACKed: "
