@@ -16,9 +16,11 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+import numpy as np
+
 from bacnet_modbus.codec import CodecError
 from bacnet_modbus.modbus import FieldBusError, ModbusDevice
-from controller.wire import CommandSet, Mode
+from controller.wire import CommandSet, Mode, ZoneCommand
 from edge_agent.audit import AuditLog, AuditRecord, Outcome, Source
 from edge_agent.config import GatewayConfig
 from edge_agent.metrics import AgentMetrics
@@ -54,8 +56,11 @@ class Target:
 
 @dataclass
 class _Written:
+    """What a point holds, as far as the applier knows."""
+
     value: float
-    at: float  # monotonic s
+    at: float  # monotonic s: when it was written (where a rate limit's next step starts)
+    checked: float  # monotonic s: when the device last confirmed it (a write or a read)
 
 
 class Applier:
@@ -87,27 +92,36 @@ class Applier:
         """Take a command set received at monotonic time `received` (with the MQTT 5 expiry
         interval left, if the broker gave one); returns the zones whose target it set. An
         expired, duplicate or out-of-order command sets nothing."""
+        skew = self.cfg.file.fallback.max_clock_skew_s
+        now = self.clock()
+        if cs.t > now + skew:
+            # Commands are ordered by their time: one stamped in the future would make every
+            # later one look older, and refuse them all, until this clock caught up.
+            ahead = cs.t - now
+            why = f"sent {ahead:.0f} s ahead of this gateway's clock (allowed {skew:g} s)"
+            log.warning("command %s refused: %s", cs.command_id, why)
+            for c in cs.commands:
+                if c.zone in self._zones:
+                    refused = Target(_values(c), Source.CONTROLLER, cs.command_id, why, received)
+                    self._audit_all(c.zone, refused, Outcome.REJECTED)
+            return []
         last = self._last_seq.get(cs.controller)
         if last is not None and (cs.t, cs.seq) <= last:
             log.debug("command %s is a duplicate or older than %s: ignored", cs.command_id, last)
             return []
         self._last_seq[cs.controller] = (cs.t, cs.seq)
         lease = cs.lease_s if expiry_s is None else min(cs.lease_s, expiry_s)
-        deadline = received + lease
-        skew = self.cfg.file.fallback.max_clock_skew_s
-        expired_by_clock = self.clock() > cs.valid_until + skew
+        # Never applied after valid_until by this clock (with the skew allowance), whatever is
+        # left of the lease: as a monotonic deadline, so that a clock step changes nothing.
+        deadline = received + min(lease, cs.valid_until + skew - now)
+        expired_by_clock = now > cs.valid_until + skew
         zones = []
         for c in cs.commands:
             if c.zone not in self._zones:
                 continue
-            values = {
-                "airflow_m3s": c.airflow_m3s,
-                "t_heat_c": c.t_heat_c,
-                "t_cool_c": c.t_cool_c,
-                "mode": float(BMS_MODE[c.mode]),
-            }
+            values = _values(c)
             if expired_by_clock or lease <= 0:
-                why = f"expired: valid until {cs.valid_until:.0f}, now {self.clock():.0f}"
+                why = f"expired: valid until {cs.valid_until:.0f}, now {now:.0f}"
                 stale = Target(values, Source.CONTROLLER, cs.command_id, why, deadline)
                 self._audit_all(c.zone, stale, Outcome.EXPIRED)
                 continue
@@ -171,7 +185,7 @@ class Applier:
             return True
         device, point = ref.split("/")
         w = self._written.get((device, point))
-        return w is not None and w.value == value
+        return w is not None and _same(self.devices[device].point(point), w.value, value)
 
     async def _apply_point(self, zone: str, ref: str, requested: float, target: Target) -> None:
         device_name, point_name = ref.split("/")
@@ -196,12 +210,24 @@ class Applier:
             outcome, why = Outcome.CLAMPED, f"{requested:g} outside [{lo:g}, {hi:g}]"
         key = (device_name, point_name)
         last = self._written.get(key)
-        if last is None:
-            last = await self._current(device, point_name, now)
-            if last is None:
+        if last is None or now - last.checked >= self.cfg.file.writes.refresh_s:
+            # The first write starts from what the building holds; later, now and then, check
+            # that the device still holds what was written (a controller that restarted holds
+            # its default, and an unchanged command would never be written again).
+            present = await self._current(device, point_name, now)
+            if present is None and last is None:
                 record(Outcome.FAILED, None, None, "cannot read the point's present value")
                 return
-            self._written[key] = last
+            if present is not None and last is not None and _same(point, present.value, last.value):
+                last.checked = now
+            elif present is not None:
+                if last is not None:
+                    log.warning(
+                        "zone %s point %s holds %g, not the %g written: writing again",
+                        zone, ref, present.value, last.value,
+                    )  # fmt: skip
+                last = self._written[key] = present
+        assert last is not None  # noqa: S101  (read above, or known)
         rate = point.max_rate_per_s
         if rate is not None and math.isfinite(last.value):
             step = rate * max(now - last.at, 0.0)
@@ -230,11 +256,11 @@ class Applier:
         if failed is Outcome.READBACK_MISMATCH:
             # The point holds what it read back (or, unknown, what was sent): rate limits go
             # on from there.
-            self._written[key] = _Written(value if read_back is None else read_back, now)
+            self._written[key] = _Written(value if read_back is None else read_back, now, now)
         if failed is not None:
             record(failed, value, read_back, problem)
             return
-        self._written[key] = _Written(value, now)
+        self._written[key] = _Written(value, now, now)
         if target.source is Source.RELINQUISH and outcome is Outcome.APPLIED:
             outcome = Outcome.RELINQUISHED
         record(outcome, value, read_back, why)
@@ -262,7 +288,8 @@ class Applier:
         first write after a start or a hand-back does not jump)."""
         try:
             # As if written one cycle ago: the first write may move one cycle's worth.
-            return _Written(await device.read_point(point), now - self.cfg.file.gateway.cycle_s)
+            value = await device.read_point(point)
+            return _Written(value, now - self.cfg.file.gateway.cycle_s, now)
         except (FieldBusError, CodecError) as exc:
             log.debug("cannot read %s/%s: %s", device.name, point, exc)
             return None
@@ -308,11 +335,31 @@ class Applier:
                              outcome=outcome, reason=target.reason)  # fmt: skip
 
 
+def _values(c: ZoneCommand) -> dict[str, float]:
+    """A zone command as write field → value (the mode as its BMS code)."""
+    return {
+        "airflow_m3s": c.airflow_m3s,
+        "t_heat_c": c.t_heat_c,
+        "t_cool_c": c.t_cool_c,
+        "mode": float(BMS_MODE[c.mode]),
+    }
+
+
 def _quantize(point: RegisterPoint, value: float, lo: float, hi: float) -> float | None:
     """The value the register can hold (integer types store raw steps of `scale`) inside
     [lo, hi]; None if no raw step lies inside (limits narrower than one step)."""
     if point.type is DataType.F32:
-        return value
+        # The register holds the nearest float32, which may lie just past a limit (0.1 becomes
+        # 0.10000000149): step to the neighbour inside.
+        # (Compared as Python floats: numpy would compare a float32 with a limit rounded to
+        # float32 too.)
+        f = np.float32(value)
+        if float(f) > hi:
+            f = np.nextafter(f, np.float32(-np.inf))
+        elif float(f) < lo:
+            f = np.nextafter(f, np.float32(np.inf))
+        q = float(f)
+        return q if lo <= q <= hi else None
     if point.type is DataType.BOOL:
         q = 1.0 if value >= 0.5 else 0.0
         return q if lo <= q <= hi else None

@@ -169,6 +169,11 @@ class Writes(FrozenModel):
     deadband_fraction: NonNegative = Field(
         0.002, description="skip a write smaller than this share of the point's range"
     )
+    refresh_s: Positive = Field(
+        300.0,
+        description="read an unchanged setpoint back this often, and write it again if the "
+        "device lost it (a controller that restarted holds its default)",
+    )
 
 
 class BufferConfig(FrozenModel):

@@ -16,6 +16,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import cast
 
+import numpy as np
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
@@ -245,6 +246,11 @@ def commands(
             ),
         ),
     )
+
+
+def f32(x: float) -> float:
+    """What a float32 register holds of x."""
+    return float(np.float32(x))
 
 
 def target(**values: float) -> Target:
@@ -551,7 +557,7 @@ def test_a_change_inside_the_deadband_is_not_written(rig: Rig) -> None:
     assert rig.writes_counted(Outcome.UNCHANGED) == 1
     rig.applier.set_target(ZONE, target(airflow_m3s=0.505))
     rig.apply()
-    assert rig.vav.written("airflow_setpoint_m3s") == [0.505]
+    assert rig.vav.written("airflow_setpoint_m3s") == [f32(0.505)]
     # The same target again: the point holds it, nothing is written.
     rig.apply()
     assert len(rig.vav.writes) == 1
@@ -570,7 +576,7 @@ def test_a_wider_deadband_from_the_file(cfg: GatewayConfig, tmp_path: Path) -> N
         assert r.vav.writes == []
         r.applier.set_target(ZONE, target(airflow_m3s=0.31, t_heat_c=22.1))
         r.apply()
-        assert r.vav.writes == [("airflow_setpoint_m3s", 0.31), ("t_heat_setpoint_c", 22.1)]
+        assert r.vav.writes == [("airflow_setpoint_m3s", f32(0.31)), ("t_heat_setpoint_c", 22.1)]
     finally:
         r.audit.close()
 
@@ -664,7 +670,7 @@ def test_a_failed_write_is_audited_and_tried_again(rig: Rig) -> None:
     rig.apply()
     (rec,) = rig.records()
     assert rec.outcome is Outcome.FAILED
-    assert rec.written == 0.4  # what was sent
+    assert rec.written == f32(0.4)  # what was sent: the float32 the register holds
     assert rec.read_back is None
     assert rec.reason.startswith("write failed: bus bms: timeout writing")
     assert rig.vav.values["airflow_setpoint_m3s"] == pytest.approx(0.1)
@@ -801,6 +807,100 @@ def test_a_zero_expiry_from_the_broker_refuses_the_command(rig: Rig) -> None:
     assert rig.applier.accept(commands(rig), rig.mono(), expiry_s=0.0) == []
     rig.flush()
     assert {r.outcome for r in rig.records()} == {Outcome.EXPIRED}
+
+
+def test_a_command_is_never_applied_after_its_valid_until(slow_rig: Rig) -> None:
+    """Whatever is left of its lease: a command that sat in a broker's queue arrives one second
+    before its valid_until, with a lease of five minutes."""
+    r = slow_rig
+    lease = 300.0
+    cs = commands(r, t=r.clock() - lease + 1.0, lease_s=lease, t_heat_c=24.0)
+    assert r.applier.accept(cs, r.mono()) == [ZONE]
+    r.apply()  # 21.0 → 21.2, rate-limited
+    written = list(r.vav.written("t_heat_setpoint_c"))
+    assert written
+    # Inside the skew allowance (30 s) it still moves on.
+    r.clock.t += 25.0
+    r.mono.t += 25.0
+    r.apply()
+    assert len(r.vav.written("t_heat_setpoint_c")) == len(written) + 1
+    # Past valid_until + 30 s: nothing more is written, and what was not reached is audited.
+    r.clock.t += 10.0
+    r.mono.t += 10.0
+    r.apply()
+    assert len(r.vav.written("t_heat_setpoint_c")) == len(written) + 1
+    assert ZONE not in r.applier.targets
+    expired = [rec for rec in r.records() if rec.outcome is Outcome.EXPIRED]
+    assert [rec.point for rec in expired] == ["vav-e1/t_heat_setpoint_c"]
+
+
+def test_a_command_from_the_future_is_refused_audited_and_blocks_nothing(rig: Rig) -> None:
+    """A controller whose clock glitched a day ahead: its command is refused (it would make
+    every later command look older, refusing them all for a day)."""
+    ahead = commands(rig, t=T0 + 86_400.0, airflow_m3s=0.9)
+    assert rig.applier.accept(ahead, rig.mono()) == []
+    rig.flush()
+    refused = rig.records()
+    assert len(refused) == 4
+    assert {rec.outcome for rec in refused} == {Outcome.REJECTED}
+    assert all(rec.written is None for rec in refused)
+    assert refused[0].reason == "sent 86400 s ahead of this gateway's clock (allowed 30 s)"
+    assert rig.applier.accept(commands(rig, airflow_m3s=0.4), rig.mono()) == [ZONE]
+    # Within the skew allowance a controller's clock may run ahead.
+    assert rig.applier.accept(commands(rig, t=T0 + 29.0), rig.mono()) == [ZONE]
+
+
+def test_a_device_that_lost_its_setpoint_gets_it_again(rig: Rig) -> None:
+    refresh = rig.applier.cfg.file.writes.refresh_s
+    rig.applier.accept(commands(rig, airflow_m3s=0.5, lease_s=3600.0), rig.mono())
+    rig.apply()
+    assert rig.vav.values["airflow_setpoint_m3s"] == 0.5
+    rig.vav.hold("airflow_setpoint_m3s", 0.1)  # the VAV controller restarted: its default
+    reads = len(rig.vav.reads)
+    # Between refreshes the applier trusts what it wrote: no reads, no writes.
+    rig.mono.t += refresh / 2
+    rig.apply()
+    assert len(rig.vav.reads) == reads
+    assert rig.vav.written("airflow_setpoint_m3s") == [0.5]
+    # At the refresh it reads the point, finds the default, and writes the command again.
+    rig.mono.t += refresh / 2
+    rig.apply()
+    assert rig.vav.written("airflow_setpoint_m3s") == [0.5, 0.5]
+    assert rig.vav.values["airflow_setpoint_m3s"] == 0.5
+    assert rig.records()[-1].outcome is Outcome.APPLIED
+
+
+def test_a_refresh_that_finds_the_setpoint_held_writes_nothing(rig: Rig) -> None:
+    refresh = rig.applier.cfg.file.writes.refresh_s
+    rig.applier.accept(commands(rig, airflow_m3s=0.5, lease_s=3600.0), rig.mono())
+    rig.apply()
+    writes, reads = len(rig.vav.writes), len(rig.vav.reads)
+    for _ in range(3):
+        rig.mono.t += refresh
+        rig.apply()
+    assert len(rig.vav.writes) == writes
+    assert len(rig.vav.reads) > reads  # checked, each refresh
+
+
+def test_a_float32_point_never_holds_a_value_past_its_limits(
+    cfg: GatewayConfig, tmp_path: Path
+) -> None:
+    """0.1 as a float32 is 0.10000000149: past a limit of 0.1 (and -0.1 past -0.1)."""
+    points = vav_points(cfg)
+    points["airflow_setpoint_m3s"] = points["airflow_setpoint_m3s"].model_copy(
+        update={"min": -0.1, "max": 0.1, "default": 0.0}
+    )
+    r = make_rig(cfg, tmp_path / "a.sqlite", points, {**DEFAULTS, "airflow_setpoint_m3s": 0.0})
+    p = points["airflow_setpoint_m3s"]
+    try:
+        for value in (0.5, -0.5, 0.1, -0.1):
+            r.applier.set_target(ZONE, target(airflow_m3s=value))
+            r.apply()
+        held = [decode(p, encode(p, w)) for w in r.vav.written("airflow_setpoint_m3s")]
+        assert len(held) == 4
+        assert all(-0.1 <= h <= 0.1 for h in held), held
+    finally:
+        r.audit.close()
 
 
 def test_duplicate_and_out_of_order_commands_are_ignored(rig: Rig) -> None:
