@@ -24,7 +24,7 @@ from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
 
 from bacnet_modbus.codec import CodecError, decode, encode
-from bacnet_modbus.planner import ReadRequest, plan_reads, split_request, unpack
+from bacnet_modbus.planner import PlanError, ReadRequest, plan_reads, split_request, unpack
 from sensors.errors import IlmaError
 from sensors.profiles import DeviceProfile, RegisterPoint, RequestQuirks, Table
 
@@ -128,11 +128,22 @@ class ModbusBus:
             Table.DISCRETE: client.read_discrete_inputs,
         }[table]
         response = await self._call(call, address, count=count, device_id=device_id)
-        if table in (Table.COIL, Table.DISCRETE):
-            return [int(b) for b in response.bits[:count]]
+        if table.is_bit:
+            # pymodbus pads the bits to whole bytes but does not check the answer's byte count
+            # against `count`: a device (or a gateway) that answers short gives fewer bits.
+            bits = list(response.bits)
+            if len(bits) < count:
+                raise FieldBusError(
+                    f"bus {self.name}: device {device_id} answered a read of {count} {table} "
+                    f"bits from {address} with {len(bits)}"
+                )
+            return [int(b) for b in bits[:count]]
         registers = list(response.registers)
         if len(registers) != count:
-            raise FieldBusError(f"asked for {count} registers, got {len(registers)}")
+            raise FieldBusError(
+                f"bus {self.name}: device {device_id} answered a read of {count} {table} "
+                f"registers from {address} with {len(registers)}"
+            )
         return registers
 
     async def write(
@@ -236,10 +247,10 @@ class ModbusDevice:
             if i and self.quirks.pause_s > 0:
                 await asyncio.sleep(self.quirks.pause_s)
             try:
-                registers = await self._read(request, tries, result)
+                by_point = self._unpack(request, await self._read(request, tries, result))
             except FieldBusError:
                 continue
-            for name, regs in unpack(request, registers).items():
+            for name, regs in by_point.items():
                 try:
                     values[name] = decode(self.profile.points[name], regs)
                 except CodecError as exc:
@@ -253,9 +264,10 @@ class ModbusDevice:
             result.requests += 1
             try:
                 async with self.bus.lock:
-                    return await self.bus.read(
+                    values = await self.bus.read(
                         request.table, request.address, request.count, self.device_id
                     )
+                self._unpack(request, values)  # an answer that does not fit is a failed read
             except DeviceException as exc:
                 if exc.code == ILLEGAL_DATA_ADDRESS and self._splittable(request):
                     result.requests -= 1
@@ -267,7 +279,17 @@ class ModbusDevice:
                 result.errors += 1
                 if attempt + 1 == tries:
                     raise
+            else:
+                return values
         raise FieldBusError("unreachable")  # pragma: no cover
+
+    def _unpack(self, request: ReadRequest, values: list[int]) -> dict[str, list[int]]:
+        """Each point's registers of an answer; FieldBusError (not the planner's PlanError, which
+        would end the caller's poll) when the answer does not fit the request."""
+        try:
+            return unpack(request, values)
+        except PlanError as exc:
+            raise FieldBusError(f"device {self.name}: {exc}") from exc
 
     def _splittable(self, request: ReadRequest) -> bool:
         return len(split_request(request, self.profile.points)) > 1

@@ -38,7 +38,9 @@ ROOT = f"ilma/v{VERSION}"
 WireName = Annotated[str, Field(pattern=NAME_PATTERN)]
 Seconds = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
 # Readings are small numbers in SI units; anything this large is a corrupted value, not a reading.
-Value = Annotated[float, Field(allow_inf_nan=False, ge=-1e12, le=1e12)]
+# A sender replaces a value beyond it by a missing one (see edge_agent.readings).
+MAX_ABS_VALUE = 1e12
+Value = Annotated[float, Field(allow_inf_nan=False, ge=-MAX_ABS_VALUE, le=MAX_ABS_VALUE)]
 
 
 class WireError(IlmaError, ValueError):

@@ -200,6 +200,8 @@ class Agent:
             r = self.table.rows[i]
             self.metrics.last_seen_s.labels(r.zone, r.quantity.value).set(self.table.t[i])
         message = self.table.telemetry(self.cfg.name, self.boot_t, self.seq, now)
+        for r in self.table.beyond_wire:
+            self.metrics.beyond_wire.labels(r.zone, r.quantity.value).inc()
         if len(message):
             self.seq += 1
             await self.uplink.submit(self.telemetry_topic, encode(message))

@@ -59,6 +59,12 @@ class AgentMetrics:
             ["kind"],
             registry=r,
         )
+        self.beyond_wire = Counter(
+            "ilma_agent_readings_beyond_wire",
+            "Finite readings too large for the wire, sent as missing and out of range",
+            ["zone", "point"],
+            registry=r,
+        )
         self.fallback_zones = Gauge(
             "ilma_agent_fallback_zones", "Zones on their fallback", registry=r
         )

@@ -3,6 +3,9 @@
 Each cycle the latest raw value of every row is validated (range, stuck, spike, staleness; see
 sensors.validation) and rows with a new reading go up as telemetry with their quality flags.
 The clean values (NaN unless good) also feed the agent's own control core for its fallback.
+A finite value beyond what the wire carries (a device's fault marker such as 3e38 in a float32
+register, a sensor's garbage number) goes up as missing and out of range: one such value must
+not make the whole message invalid.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from controller.live import LiveReadings
-from controller.wire import Quantity, Reading, Telemetry
+from controller.wire import MAX_ABS_VALUE, Quantity, Reading, Telemetry
 from edge_agent.config import GatewayConfig
 from sensors.arrays import FloatArray
 from sensors.payloads import PayloadError, decode_fields
@@ -86,6 +89,10 @@ class ReadingTable:
         self.clean = np.full(n, np.nan)
         self.quality: QualityArray = np.full(n, int(Quality.MISSING), dtype=np.int16)
         self.zone_names = tuple(z.name for z in cfg.file.zone)
+        # Rows of the last telemetry whose reading was beyond the wire's range (for counting),
+        # and the rows whose last reading sent was (to log the transitions, not each repeat).
+        self.beyond_wire: tuple[Row, ...] = ()
+        self._beyond_wire_rows: set[int] = set()
 
     @property
     def devices(self) -> tuple[str, ...]:
@@ -126,23 +133,45 @@ class ReadingTable:
         must learn that a sensor went silent), as one message."""
         fresh = np.flatnonzero(~(self.t <= self.sent_t))  # NaN times: never read, send as missing
         readings = []
+        beyond: list[Row] = []
         for i in fresh.tolist():
             r = self.rows[i]
             v = float(self.value[i])
             t = float(self.t[i]) if math.isfinite(self.t[i]) else now
+            value = v if math.isfinite(v) else None
+            quality = int(self.quality[i])
+            if value is not None and abs(value) > MAX_ABS_VALUE:
+                # Validation flags it already (every range in sensors.validation is far inside
+                # the wire's); the flag is set here too so that it never depends on that.
+                value, quality = None, quality | int(Quality.OUT_OF_RANGE)
+                beyond.append(r)
+                self._log_beyond_wire(i, v)
+            elif value is not None and i in self._beyond_wire_rows:
+                self._beyond_wire_rows.discard(i)
+                log.info("zone %s %s: a value the wire carries again", r.zone, r.quantity.value)
             readings.append(
-                Reading(
-                    zone=r.zone,
-                    point=r.quantity,
-                    t=t,
-                    value=v if math.isfinite(v) else None,
-                    quality=int(self.quality[i]),
-                )
+                Reading(zone=r.zone, point=r.quantity, t=t, value=value, quality=quality)
             )
             self.sent_t[i] = t
+        self.beyond_wire = tuple(beyond)
         return Telemetry.of(
             gateway=gateway, boot_t=boot_t, seq=seq, t=now, readings=tuple(readings)
         )
+
+    def _log_beyond_wire(self, i: int, value: float) -> None:
+        r = self.rows[i]
+        source = r.topic if r.device is None else f"{r.device}/{r.point}"
+        if i in self._beyond_wire_rows:
+            log.debug(
+                "zone %s %s from %s: %g sent as missing", r.zone, r.quantity.value, source, value
+            )
+            return
+        self._beyond_wire_rows.add(i)
+        log.warning(
+            "zone %s %s from %s reads %g, beyond the wire's +-%g (a fault marker or a corrupted "
+            "value): sent as missing and out of range until it reads sensibly again",
+            r.zone, r.quantity.value, source, value, MAX_ABS_VALUE,
+        )  # fmt: skip
 
     def live(self, zones: tuple[str, ...]) -> LiveReadings:
         """The clean values as the control core's inputs for these zones (NaN where none)."""

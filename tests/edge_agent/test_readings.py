@@ -2,21 +2,32 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import math
 from pathlib import Path
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from controller.wire import Quantity, Telemetry, decode_telemetry, encode
+from bacnet_modbus.modbus import PollResult
+from controller.wire import MAX_ABS_VALUE, Quantity, Telemetry, decode_telemetry, encode
+from edge_agent.agent import Agent
+from edge_agent.audit import AuditLog
+from edge_agent.buffer import DiskBuffer
 from edge_agent.config import GatewayConfig, load_gateway
+from edge_agent.metrics import AgentMetrics
 from edge_agent.readings import MQTT_STALE_AFTER_S, STALE_AFTER_PERIODS, ReadingTable, Row
 from sensors.payloads import MAX_PAYLOAD_BYTES, PayloadError
 from sensors.validation import Quality
+
+if TYPE_CHECKING:
+    import aiomqtt
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "config" / "gateways" / "helsinki-office-east.toml"
@@ -247,6 +258,63 @@ def test_telemetry_reports_a_sensor_that_went_silent(table: ReadingTable) -> Non
     assert sent[("office-e1", "co2_ppm")] == (None, MISSING, NOW + 10)
 
 
+def test_a_device_fault_marker_goes_up_as_missing_and_out_of_range(table: ReadingTable) -> None:
+    # vav-m1's airflow is a float32 input: some devices report "no value" as 3.0e38 (finite).
+    table.update_device("vav-m1", {"airflow_m3s": 3.0e38, "t_supply_c": -3.0e38}, NOW)
+    table.validate(NOW, CYCLE_S)
+    message = table.telemetry("east-1", 1.7e9, 0, NOW)
+    sent = _sent(message)
+    assert sent[("meeting-medium-1", "airflow_m3s")] == (None, OUT_OF_RANGE, NOW)
+    assert sent[("meeting-medium-1", "t_supply_c")] == (None, OUT_OF_RANGE, NOW)
+    assert {(r.zone, r.quantity) for r in table.beyond_wire} == {
+        ("meeting-medium-1", Q.AIRFLOW_M3S),
+        ("meeting-medium-1", Q.T_SUPPLY_C),
+    }
+    assert decode_telemetry(encode(message)) == message
+    assert math.isnan(_clean(table, "meeting-medium-1", Q.AIRFLOW_M3S))
+    # The next sensible reading goes up as it is, and is no longer counted.
+    table.update_device("vav-m1", {"airflow_m3s": 0.2, "t_supply_c": 17.5}, NOW + 10)
+    table.validate(NOW + 10, CYCLE_S)
+    sent = _sent(table.telemetry("east-1", 1.7e9, 1, NOW + 10))
+    assert sent[("meeting-medium-1", "airflow_m3s")] == (0.2, GOOD, NOW + 10)
+    assert table.beyond_wire == ()
+
+
+def test_a_value_beyond_the_wire_is_flagged_whatever_the_validation_said(
+    table: ReadingTable,
+) -> None:
+    # Stale, so validation does not flag the range: the message must still carry no such value.
+    table.update_device("rs-e1", {"co2_ppm": 1e13}, NOW - 100.0)
+    table.validate(NOW, CYCLE_S)
+    assert _quality(table, "office-e1", Q.CO2_PPM) == STALE
+    sent = _sent(table.telemetry("east-1", 1.7e9, 0, NOW))
+    assert sent[("office-e1", "co2_ppm")] == (None, STALE | OUT_OF_RANGE, NOW - 100.0)
+
+
+def test_the_largest_value_the_wire_carries_goes_up_as_it_is(table: ReadingTable) -> None:
+    table.update_device("pc-m1", {"people_in": MAX_ABS_VALUE, "people_out": -MAX_ABS_VALUE}, NOW)
+    table.validate(NOW, CYCLE_S)
+    sent = _sent(table.telemetry("east-1", 1.7e9, 0, NOW))
+    # Out of the counter's range (validation), but a number the wire can carry.
+    assert sent[("meeting-medium-1", "people_in")] == (MAX_ABS_VALUE, OUT_OF_RANGE, NOW)
+    assert sent[("meeting-medium-1", "people_out")] == (-MAX_ABS_VALUE, OUT_OF_RANGE, NOW)
+    assert table.beyond_wire == ()
+
+
+@given(value=st.floats())
+def test_any_device_value_makes_a_message_the_codec_takes(value: float) -> None:
+    table = ReadingTable(_EXAMPLE)
+    table.update_device("vav-m1", {"airflow_m3s": value}, NOW)
+    table.validate(NOW, CYCLE_S)
+    message = table.telemetry("east-1", 1.7e9, 0, NOW)
+    assert decode_telemetry(encode(message)) == message
+    sent_value, quality, _ = _sent(message)[("meeting-medium-1", "airflow_m3s")]
+    if sent_value is None:
+        assert quality & (MISSING | OUT_OF_RANGE)
+    else:
+        assert sent_value == value
+
+
 # --- MQTT sensors -----------------------------------------------------------------------------
 
 
@@ -302,6 +370,64 @@ def test_any_payload_updates_the_counter_or_raises_payload_error(payload: bytes)
         assert np.all(np.isnan(table.value))
     else:
         assert np.all(np.isfinite(table.value[9:]))
+
+
+def test_a_huge_mqtt_sensor_value_goes_up_as_missing_and_out_of_range(
+    table: ReadingTable,
+) -> None:
+    # Valid JSON and a finite number: the decoder takes it; only the wire's range refuses it.
+    table.update_mqtt(TOPIC, b'{"in": 1e13, "out": 9, "ts": %d}' % NOW, NOW)
+    table.validate(NOW, CYCLE_S)
+    message = table.telemetry("east-1", 1.7e9, 0, NOW)
+    sent = _sent(message)
+    assert sent[("meeting-small-1", "people_in")] == (None, OUT_OF_RANGE, NOW)
+    assert sent[("meeting-small-1", "people_out")] == (9.0, GOOD, NOW)
+    assert [(r.zone, r.quantity, r.topic) for r in table.beyond_wire] == [
+        ("meeting-small-1", Q.PEOPLE_IN, TOPIC)
+    ]
+    assert decode_telemetry(encode(message)) == message
+
+
+def test_the_agent_counts_huge_values_and_keeps_cycling(tmp_path: Path) -> None:
+    """The review's reproduction: such a value made Telemetry.of() raise inside cycle(), which
+    ended the daemon's TaskGroup."""
+    cfg = _gateway(
+        tmp_path,
+        '[[mqtt_sensor]]\ntopic = "sensors/rh-7"\nzone = "office-e1"\nfields = { rh_pct = "rh" }\n'
+        f'[buffer]\npath = "{tmp_path}/buffer.sqlite"\n[audit]\npath = "{tmp_path}/audit.sqlite"\n',
+    )
+    clock = iter(NOW + k for k in range(1000))
+    buffer = DiskBuffer(cfg.file.buffer.path, 100, synchronous="NORMAL")
+    audit = AuditLog(cfg.file.audit.path, 100, synchronous="NORMAL")
+    agent = Agent(cfg, buffer, audit, AgentMetrics(), clock=lambda: next(clock))
+
+    async def poll() -> PollResult:
+        return PollResult({"co2_ppm": 3.0e38}, requests=1)
+
+    agent.devices["rs-1"].poll = poll  # type: ignore[method-assign]
+
+    def sensor(payload: bytes) -> aiomqtt.Message:
+        message = SimpleNamespace(topic=SimpleNamespace(value="sensors/rh-7"), payload=payload)
+        return cast("aiomqtt.Message", message)
+
+    async def run() -> None:
+        await agent._on_message(sensor(b'{"rh": 1e13}'), 0.0)
+        await agent.cycle(agent.clock(), CYCLE_S)
+        await agent._on_message(sensor(b'{"rh": 40}'), 0.0)
+        await agent.cycle(agent.clock(), CYCLE_S)
+
+    try:
+        asyncio.run(run())
+    finally:
+        buffer.close()
+        audit.close()
+    assert agent.seq == 2  # both cycles published
+    sample = agent.metrics.registry.get_sample_value
+    beyond = "ilma_agent_readings_beyond_wire_total"
+    assert sample(beyond, {"zone": "office-e1", "point": "co2_ppm"}) == 1.0
+    assert sample(beyond, {"zone": "office-e1", "point": "rh_pct"}) == 1.0
+    # A reading, not a malformed payload: nothing was dropped.
+    assert sample("ilma_agent_rejected_payloads_total", {"kind": "sensor"}) is None
 
 
 def test_nested_fields_and_arrival_time(tmp_path: Path) -> None:

@@ -399,7 +399,8 @@ def test_the_metrics_endpoint_serves_the_documented_metrics(rig: Rig, listener: 
     m = rig.metrics()
     # README: poll latency, requests and errors per device, device up, last good reading per
     # point, buffer depth and drops, published and replayed messages, write decisions by
-    # outcome, rejected payloads, zones on fallback; and the connection and the cycle time.
+    # outcome, rejected payloads, readings beyond the wire, zones on fallback; and the
+    # connection and the cycle time.
     documented = {
         "ilma_agent_poll_latency_seconds": "histogram",
         "ilma_agent_modbus_requests": "counter",
@@ -412,6 +413,7 @@ def test_the_metrics_endpoint_serves_the_documented_metrics(rig: Rig, listener: 
         "ilma_agent_replayed_messages": "counter",
         "ilma_agent_writes": "counter",
         "ilma_agent_rejected_payloads": "counter",
+        "ilma_agent_readings_beyond_wire": "counter",
         "ilma_agent_fallback_zones": "gauge",
         "ilma_agent_broker_connected": "gauge",
         "ilma_agent_cycle_seconds": "histogram",
