@@ -7,6 +7,9 @@ in the shadow. While the controller is heard (its heartbeat or a valid command w
 zone goes to its fallback: the shadow core's commands (`local`) or the building automation's own
 defaults (`relinquish`); the agent announces itself degraded, and hands back when the
 controller returns, through the same rate limits, so nothing jumps.
+
+The disks may fail under all this (a full SD card, an I/O error, a damaged file): the buffer
+and the audit log are then counted, logged and, if damaged, reopened, but never stop the cycle.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from controller.wire import (
     telemetry_topic,
 )
 from edge_agent.applier import BMS_MODE, Applier, Target
-from edge_agent.audit import AuditLog, Source
+from edge_agent.audit import AuditCorruptError, AuditLog, AuditStoreError, Source
 from edge_agent.buffer import DiskBuffer
 from edge_agent.config import FallbackKind, GatewayConfig
 from edge_agent.metrics import AgentMetrics
@@ -111,6 +114,7 @@ class Agent:
         on_cycle: Callable[[], None] | None = None,
     ) -> None:
         self.cfg = cfg
+        self.audit = audit
         self.metrics = metrics
         self.clock = clock
         self.mono = mono
@@ -219,8 +223,25 @@ class Agent:
                         },
                         Source.FALLBACK, None, "local control: controller silent", math.inf,
                     ))  # fmt: skip
+        await self._apply()
+
+    async def _apply(self, zones: set[str] | None = None) -> None:
+        """Apply targets (default: all). A failing audit log does not stop the writes: they
+        are made before their records are stored, and the building needs its setpoints more
+        than we need the record. The lost records are counted (the audit log logs its
+        failing and recovery); a damaged file is moved aside and the log starts anew."""
         async with self._apply_lock:
-            await self.applier.apply()
+            try:
+                await self.applier.apply(zones)
+            except AuditStoreError as exc:
+                self.metrics.store_errors.labels("audit", "record").inc()
+                log.debug("audit records lost: %s", exc)
+                if isinstance(exc, AuditCorruptError):
+                    try:
+                        await asyncio.to_thread(self.audit.reopen)
+                    except AuditStoreError as reopen_exc:  # the next failing call tries again
+                        self.metrics.store_errors.labels("audit", "reopen").inc()
+                        log.debug("audit log reopen failed: %s", reopen_exc)
 
     async def _poll(self, now: float) -> None:
         k = self._cycle_no
@@ -317,5 +338,4 @@ class Agent:
             await self._apply_now.wait()
             self._apply_now.clear()
             zones, self._event_zones = self._event_zones, set()
-            async with self._apply_lock:
-                await self.applier.apply(zones)
+            await self._apply(zones)
