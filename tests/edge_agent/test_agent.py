@@ -1,4 +1,4 @@
-"""Tests for edge_agent.agent: failing disks never stop the cycle."""
+"""Tests for edge_agent.agent: failing disks never stop the cycle; zones handed back one by one."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from controller.wire import (
     CommandSet,
     ControllerState,
     ControllerStatus,
+    GatewayState,
     Mode,
     ZoneCommand,
     decode_telemetry,
@@ -184,6 +185,13 @@ class Rig:
 @pytest.fixture
 def rig(tmp_path: Path) -> Iterator[Rig]:
     r = Rig(tmp_path)
+    yield r
+    r.close()
+
+
+@pytest.fixture
+def relinquish_rig(tmp_path: Path) -> Iterator[Rig]:
+    r = Rig(tmp_path, other_fallback="relinquish")
     yield r
     r.close()
 
@@ -412,3 +420,72 @@ def test_a_damaged_audit_log_is_moved_aside_and_auditing_goes_on(
     assert rig.store_errors("audit", "record") == 1
     assert len([p for p in tmp_path.iterdir() if p.name.startswith("audit.sqlite.corrupt-")]) == 1
     assert [r.requested for r in rig.audit.recent(10)] == [0.8]
+
+
+# --- handing zones back -----------------------------------------------------------------------
+
+
+def test_a_zone_the_returning_controller_leaves_out_stays_on_an_updated_fallback(
+    rig: Rig,
+) -> None:
+    a = rig.agent
+    targets = a.applier.targets
+
+    async def go() -> None:
+        await rig.cycles(int(AFTER_S / CYCLE_S) + 2)
+        assert a.fallback_zones() == (ZONE, OTHER)
+        await rig.command(ZONE)
+        # The commanded zone is the controller's; the other stays on its fallback, and the
+        # status says so.
+        assert a.fallback_zones() == (OTHER,)
+        status = a.status()
+        assert status.state is GatewayState.DEGRADED
+        assert status.fallback_zones == (OTHER,)
+        assert rig.counted("ilma_agent_fallback_zones") == 1
+        before = targets[OTHER]
+        await rig.cycles(3, co2_ppm=1400.0)
+        # Kept up to date by the shadow core every cycle, not frozen at hand-back.
+        assert targets[OTHER].source is Source.FALLBACK
+        assert targets[OTHER] is not before
+        assert targets[ZONE].source is Source.CONTROLLER
+        await rig.command(ZONE, OTHER)
+
+    asyncio.run(go())
+    assert a.fallback_zones() == ()
+    assert a.status().state is GatewayState.ONLINE
+    assert rig.counted("ilma_agent_fallback_zones") == 0
+    assert {t.source for t in targets.values()} == {Source.CONTROLLER}
+
+
+def test_a_relinquished_zone_left_out_stays_relinquished(relinquish_rig: Rig) -> None:
+    rig = relinquish_rig
+
+    async def go() -> None:
+        await rig.cycles(int(AFTER_S / CYCLE_S) + 2)
+        await rig.command(ZONE)
+        await rig.cycles(2)
+
+    asyncio.run(go())
+    assert rig.agent.fallback_zones() == (OTHER,)
+    assert rig.agent.applier.targets[OTHER].source is Source.RELINQUISH
+
+
+def test_silence_after_a_partial_hand_back_puts_every_zone_on_its_fallback_again(
+    rig: Rig,
+) -> None:
+    a = rig.agent
+
+    async def go() -> None:
+        await rig.cycles(int(AFTER_S / CYCLE_S) + 2)
+        await rig.command(ZONE)
+        assert not a.supervisor.fallback
+        for _ in range(3):  # the controller is heard, so nothing changes
+            await rig.heartbeat()
+            await rig.cycles(1)
+        assert a.fallback_zones() == (OTHER,)
+        await rig.cycles(int(AFTER_S / CYCLE_S) + 2)  # silent again
+
+    asyncio.run(go())
+    assert a.supervisor.fallback
+    assert a.fallback_zones() == (ZONE, OTHER)
+    assert a.applier.targets[ZONE].source is Source.FALLBACK
