@@ -5,8 +5,12 @@ validates every reading, sends the new ones up, and runs the control core on its
 in the shadow. While the controller is heard (its heartbeat or a valid command within
 `fallback.after_s`), the controller's commands drive the building. When it falls silent, each
 zone goes to its fallback: the shadow core's commands (`local`) or the building automation's own
-defaults (`relinquish`); the agent announces itself degraded, and hands back when the
-controller returns, through the same rate limits, so nothing jumps.
+defaults (`relinquish`); the agent announces itself degraded, and hands each zone back when the
+controller commands it again, through the same rate limits, so nothing jumps. A zone the
+returning controller leaves out stays on its fallback, kept up to date, and the status says so.
+
+The disks may fail under all this (a full SD card, an I/O error, a damaged file): the buffer
+and the audit log are then counted, logged and, if damaged, reopened, but never stop the cycle.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from controller.wire import (
     telemetry_topic,
 )
 from edge_agent.applier import BMS_MODE, Applier, Target
-from edge_agent.audit import AuditLog, Source
+from edge_agent.audit import AuditCorruptError, AuditLog, AuditStoreError, Source
 from edge_agent.buffer import DiskBuffer
 from edge_agent.config import FallbackKind, GatewayConfig
 from edge_agent.metrics import AgentMetrics
@@ -111,6 +115,7 @@ class Agent:
         on_cycle: Callable[[], None] | None = None,
     ) -> None:
         self.cfg = cfg
+        self.audit = audit
         self.metrics = metrics
         self.clock = clock
         self.mono = mono
@@ -125,6 +130,11 @@ class Agent:
         self.core = LiveCore.build(cfg.site, zones)
         self.core_state = initial_live_state(self.core)
         self._fallback_kind = {z.name: z.fallback for z in cfg.file.zone}
+        # The zones on their fallback now. Per zone: a controller that comes back may command
+        # only some of them, and the others must stay on a fallback that is kept up to date. A
+        # zone's fallback target (inf deadline) exists only while the zone is in here; it
+        # leaves only when a controller command replaces that target.
+        self._on_fallback: set[str] = set()
         # A device is polled every `every` cycles (its period in cycles): counted in cycles,
         # not clock time, so a cycle that starts a little late never skips a device.
         cycle = cfg.file.gateway.cycle_s
@@ -160,7 +170,8 @@ class Agent:
         )
 
     def fallback_zones(self) -> tuple[str, ...]:
-        return tuple(self._fallback_kind) if self.supervisor.fallback else ()
+        """The zones on their fallback, in the configuration's order."""
+        return tuple(z for z in self._fallback_kind if z in self._on_fallback)
 
     async def run(self) -> None:
         """Poll, publish and apply until cancelled."""
@@ -209,20 +220,39 @@ class Agent:
             self.core_state, self.table.live(self.core.zones), now, dt_s, self.core
         )
         await self._supervise()
-        if self.supervisor.fallback:
-            for k, zone in enumerate(self.core.zones):
-                if self._fallback_kind[zone] is FallbackKind.LOCAL:
-                    self.applier.set_target(zone, Target(
-                        {
-                            "airflow_m3s": float(cmd.airflow_m3s[k]),
-                            "t_heat_c": float(cmd.t_heat_c[k]),
-                            "t_cool_c": float(cmd.t_cool_c[k]),
-                            "mode": float(BMS_MODE[mode_of(int(cmd.mode[k]))]),
-                        },
-                        Source.FALLBACK, None, "local control: controller silent", math.inf,
-                    ))  # fmt: skip
+        # The audit record says why: all silent, or this zone left out by a controller that
+        # commands the others.
+        why = "controller silent" if self.supervisor.fallback else "not commanded by the controller"
+        for k, zone in enumerate(self.core.zones):
+            if zone in self._on_fallback and self._fallback_kind[zone] is FallbackKind.LOCAL:
+                self.applier.set_target(zone, Target(
+                    {
+                        "airflow_m3s": float(cmd.airflow_m3s[k]),
+                        "t_heat_c": float(cmd.t_heat_c[k]),
+                        "t_cool_c": float(cmd.t_cool_c[k]),
+                        "mode": float(BMS_MODE[mode_of(int(cmd.mode[k]))]),
+                    },
+                    Source.FALLBACK, None, f"local control: {why}", math.inf,
+                ))  # fmt: skip
+        await self._apply()
+
+    async def _apply(self, zones: set[str] | None = None) -> None:
+        """Apply targets (default: all). A failing audit log does not stop the writes: they
+        are made before their records are stored, and the building needs its setpoints more
+        than we need the record. The lost records are counted (the audit log logs its
+        failing and recovery); a damaged file is moved aside and the log starts anew."""
         async with self._apply_lock:
-            await self.applier.apply()
+            try:
+                await self.applier.apply(zones)
+            except AuditStoreError as exc:
+                self.metrics.store_errors.labels("audit", "record").inc()
+                log.debug("audit records lost: %s", exc)
+                if isinstance(exc, AuditCorruptError):
+                    try:
+                        await asyncio.to_thread(self.audit.reopen)
+                    except AuditStoreError as reopen_exc:  # the next failing call tries again
+                        self.metrics.store_errors.labels("audit", "reopen").inc()
+                        log.debug("audit log reopen failed: %s", reopen_exc)
 
     async def _poll(self, now: float) -> None:
         k = self._cycle_no
@@ -251,19 +281,36 @@ class Agent:
                 ", ".join(f"{z}={k.value}" for z, k in self._fallback_kind.items()),
             )
             for zone, kind in self._fallback_kind.items():
-                if kind is FallbackKind.RELINQUISH:
+                # A zone still on its fallback since the last silence keeps its target.
+                if kind is FallbackKind.RELINQUISH and zone not in self._on_fallback:
                     self.applier.set_target(
                         zone, self.applier.relinquish_target(zone, "controller silent")
                     )
+            self._on_fallback.update(self._fallback_kind)
             await self._announce()
-        self.metrics.fallback_zones.set(len(self.fallback_zones()))
+        self.metrics.fallback_zones.set(len(self._on_fallback))
 
-    async def _hand_back(self) -> None:
+    async def _hand_back(self, zones: list[str]) -> None:
+        """The controller is back and has commanded these zones (their targets are its now):
+        they leave their fallback. Zones it did not command stay on theirs until it does."""
         sup = self.supervisor
-        if sup.fallback:
-            sup.fallback = False
-            log.info("controller heard again: handing the zones back")
-            await self._announce()
+        was_silent, sup.fallback = sup.fallback, False
+        handed = self._on_fallback.intersection(zones)
+        if not handed:
+            return
+        self._on_fallback -= handed
+        if self._on_fallback:
+            log.info(
+                "controller %s: handed back %s; still on their fallback until it commands them: %s",
+                "heard again" if was_silent else "commands more zones",
+                ", ".join(sorted(handed)),
+                ", ".join(self.fallback_zones()),
+            )
+        else:
+            log.info("controller %s: all zones handed back",
+                     "heard again" if was_silent else "commands every zone")  # fmt: skip
+        self.metrics.fallback_zones.set(len(self._on_fallback))
+        await self._announce()
 
     async def _announce(self) -> None:
         try:
@@ -286,7 +333,7 @@ class Agent:
             zones = self.applier.accept(cs, received, None if expiry is None else float(expiry))
             if zones:
                 self.supervisor.heard()
-                await self._hand_back()
+                await self._hand_back(zones)
                 self._event_zones.update(zones)
             self._apply_now.set()  # also writes the audit records of a refused command
         elif topic == self.uplink.controller_topic:
@@ -319,5 +366,4 @@ class Agent:
             await self._apply_now.wait()
             self._apply_now.clear()
             zones, self._event_zones = self._event_zones, set()
-            async with self._apply_lock:
-                await self.applier.apply(zones)
+            await self._apply(zones)

@@ -41,6 +41,9 @@ BMS_MODE = {
     Mode.SETUP: 3,
 }
 WRITE_FIELDS = ("airflow_m3s", "t_heat_c", "t_cool_c", "mode")
+# Audit records held in memory while the audit log cannot take them (a few hours of a
+# 100-zone gateway's writes; about 300 bytes each).
+AUDIT_HELD = 10_000
 
 
 @dataclass(frozen=True)
@@ -159,10 +162,21 @@ class Applier:
 
     async def flush(self) -> None:
         """Write the pending audit records in one transaction, off the event loop (an fsync on
-        an SD card takes tens of milliseconds)."""
+        an SD card takes tens of milliseconds). If the audit log fails (a full disk), the
+        records are kept for the next flush, up to AUDIT_HELD of them (beyond, the oldest are
+        dropped and counted), and the error goes on to the caller."""
         records, self._pending = self._pending, []
-        if records:
+        if not records:
+            return
+        try:
             await asyncio.to_thread(self.audit.record_many, records)
+        except BaseException:
+            held = records + self._pending
+            if len(held) > AUDIT_HELD:
+                self.metrics.audit_dropped.inc(len(held) - AUDIT_HELD)
+                held = held[-AUDIT_HELD:]
+            self._pending = held
+            raise
 
     async def _apply_zone(self, zone: str, target: Target) -> None:
         writes = self._zones[zone].write

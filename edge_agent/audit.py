@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Self
 
 from edge_agent.buffer import (
+    FailureLog,
     StoreSpec,
     Synchronous,
     open_or_reset,
@@ -171,7 +172,10 @@ class AuditLog:
             raise ValueError(f"max_records must be at least 1, not {max_records}")
         self._path = path
         self._max_records = max_records
+        self._synchronous: Synchronous = synchronous
         self._lock = threading.Lock()
+        self._closed = False  # by close(); a failed reopen leaves no connection but is no close
+        self._failures = FailureLog("audit log", path, AuditStoreError, logger)
         self._conn: sqlite3.Connection | None = open_store(path, _AUDIT_SPEC, synchronous)
         try:
             with self._errors(), transaction(self._conn):
@@ -203,6 +207,29 @@ class AuditLog:
         with self._lock:
             quick_check(self._connection(), _AUDIT_SPEC, self._path)
 
+    def reopen(self) -> None:
+        """After an AuditCorruptError: close the file and open it again with `open_or_reset`.
+
+        In place, so that everyone holding this log (the daemon across reloads, the agent's
+        applier) goes on with it rather than with a closed one. A file that fails the
+        whole-file check is moved aside and the log starts empty; one that passes keeps its
+        records. Raises AuditStoreError if the file cannot be opened; until a reopen works,
+        every call raises AuditCorruptError (the file still wants one).
+        """
+        with self._lock, self._failures.watch("reopen"):
+            if self._closed:
+                raise ValueError(f"audit log {self._path} is closed")
+            conn, self._conn = self._conn, None
+            if conn is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.close()
+            fresh = AuditLog.open_or_reset(
+                self._path, self._max_records, synchronous=self._synchronous
+            )
+            # Take over the fresh log's connection; it is left closed.
+            self._conn, fresh._conn = fresh._conn, None
+            fresh._closed = True
+
     @property
     def path(self) -> Path:
         return self._path
@@ -220,7 +247,7 @@ class AuditLog:
         if not recs:
             return
         rows = [_row(r) for r in recs]
-        with self._lock:
+        with self._lock, self._failures.watch("record"):
             conn = self._connection()
             with self._errors(), transaction(conn):
                 conn.executemany(_INSERT, rows)
@@ -263,6 +290,7 @@ class AuditLog:
     def close(self) -> None:
         """Close the file; the last connection checkpoints the WAL into it. Idempotent."""
         with self._lock:
+            self._closed = True
             conn, self._conn = self._conn, None
             if conn is not None:
                 with self._errors():
@@ -280,7 +308,9 @@ class AuditLog:
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
-            raise ValueError(f"audit log {self._path} is closed")
+            if self._closed:
+                raise ValueError(f"audit log {self._path} is closed")
+            raise AuditCorruptError(f"audit log {self._path}: not open since a failed reopen")
         return self._conn
 
     def _errors(self) -> contextlib.AbstractContextManager[None]:

@@ -237,6 +237,46 @@ class _Checked(Protocol):
 _S = TypeVar("_S", bound=_Checked)
 
 
+class FailureLog:
+    """Which of a store's operations fail now, to log each transition once: one WARNING when an
+    operation starts failing, one INFO when it works again, DEBUG in between.
+
+    Kept per operation, not per store: on a full disk reads go on working while writes fail,
+    and a working read must not announce that the writes are back. The store knows best
+    whether a call of its own reached the disk and worked; its caller counts the failures.
+    """
+
+    def __init__(
+        self, what: str, path: Path, error: type[OSError], log: logging.Logger = logger
+    ) -> None:
+        self._log = log  # the store's module's: whoever filters logs filters by store
+        self._what = what
+        self._path = path
+        self._error = error
+        self._failing: set[str] = set()
+
+    @contextlib.contextmanager
+    def watch(self, op: str) -> Iterator[None]:
+        """Note how `op` went: the store's own errors are logged (and raised), nothing else."""
+        try:
+            yield
+        except OSError as exc:
+            if not isinstance(exc, self._error):
+                raise
+            if op in self._failing:
+                self._log.debug("%s %s: %s failed again: %s", self._what, self._path, op, exc)
+            else:
+                self._failing.add(op)
+                self._log.warning(
+                    "%s %s: %s failing (%s); going on without it, logged again when it works",
+                    self._what, self._path, op, exc,
+                )  # fmt: skip
+            raise
+        if op in self._failing:
+            self._failing.discard(op)
+            self._log.info("%s %s: %s works again", self._what, self._path, op)
+
+
 def open_or_reset(
     open_store: Callable[[], _S], path: Path, what: str, corrupt: type[Exception]
 ) -> _S:
@@ -332,7 +372,7 @@ class DiskBuffer:
     Messages leave it only through `remove` (after their PUBACK); when full, `append` drops the
     oldest and counts them. Callable from any thread (a lock serialises calls); one process
     owns the file (a second one gets BufferStoreError). A BufferCorruptError from any call means
-    the file is damaged: close it and reopen with `open_or_reset`.
+    the file is damaged: `reopen` it (or close it and open it anew with `open_or_reset`).
     """
 
     def __init__(self, path: Path, max_messages: int, *, synchronous: Synchronous = "FULL") -> None:
@@ -340,7 +380,10 @@ class DiskBuffer:
             raise ValueError(f"max_messages must be at least 1, not {max_messages}")
         self._path = path
         self._max_messages = max_messages
+        self._synchronous: Synchronous = synchronous
         self._lock = threading.Lock()
+        self._closed = False  # by close(); a failed reopen leaves no connection but is no close
+        self._failures = FailureLog("disk buffer", path, BufferStoreError)
         # In memory, mirrors of what the last commit wrote to the meta table.
         self._depth = 0
         self._dropped = 0
@@ -388,6 +431,32 @@ class DiskBuffer:
         with self._lock:
             quick_check(self._connection(), _BUFFER_SPEC, self._path)
 
+    def reopen(self) -> None:
+        """After a BufferCorruptError: close the file and open it again with `open_or_reset`.
+
+        In place, so that everyone holding this buffer (the daemon across reloads, the uplink's
+        cycle and sender) goes on with it rather than with a closed one. A file that fails the
+        whole-file check is moved aside and the buffer starts empty; one that passes (the error
+        was passing) keeps its messages. Raises BufferStoreError if the file cannot be opened;
+        until a reopen works, every call raises BufferCorruptError (the file still wants one).
+        """
+        with self._lock, self._failures.watch("reopen"):
+            if self._closed:
+                raise ValueError(f"disk buffer {self._path} is closed")
+            conn, self._conn = self._conn, None
+            if conn is not None:
+                # The lock must go before the file is moved aside and opened again; a failing
+                # close has nothing to add to the error that brought us here.
+                with contextlib.suppress(sqlite3.Error):
+                    conn.close()
+            fresh = DiskBuffer.open_or_reset(
+                self._path, self._max_messages, synchronous=self._synchronous
+            )
+            # Take over the fresh buffer's connection and counters; it is left closed.
+            self._depth, self._dropped, self._full = fresh.depth, fresh.dropped, False
+            self._conn, fresh._conn = fresh._conn, None
+            fresh._closed = True
+
     @property
     def path(self) -> Path:
         return self._path
@@ -430,7 +499,7 @@ class DiskBuffer:
             _check(m)
         if not messages:
             return 0
-        with self._lock:
+        with self._lock, self._failures.watch("append"):
             conn = self._connection()
             with self._errors(), transaction(conn):
                 conn.executemany(
@@ -456,7 +525,7 @@ class DiskBuffer:
         """Up to `limit` messages, oldest first, left in the buffer."""
         if limit < 0:
             raise ValueError(f"limit must not be negative, not {limit}")
-        with self._lock, self._errors():
+        with self._lock, self._failures.watch("peek"), self._errors():
             rows = (
                 self._connection()
                 .execute(
@@ -475,7 +544,7 @@ class DiskBuffer:
         keys = [(i,) for i in ids]
         if not keys:
             return
-        with self._lock:
+        with self._lock, self._failures.watch("remove"):
             conn = self._connection()
             with self._errors():
                 with transaction(conn):
@@ -494,6 +563,7 @@ class DiskBuffer:
     def close(self) -> None:
         """Close the file; the last connection checkpoints the WAL into it. Idempotent."""
         with self._lock:
+            self._closed = True
             conn, self._conn = self._conn, None
             if conn is not None:
                 with self._errors():
@@ -511,7 +581,9 @@ class DiskBuffer:
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
-            raise ValueError(f"disk buffer {self._path} is closed")
+            if self._closed:
+                raise ValueError(f"disk buffer {self._path} is closed")
+            raise BufferCorruptError(f"buffer {self._path}: not open since a failed reopen")
         return self._conn
 
     def _errors(self) -> contextlib.AbstractContextManager[None]:

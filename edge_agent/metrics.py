@@ -38,6 +38,23 @@ class AgentMetrics:
         self.buffer_dropped = Gauge(
             "ilma_agent_buffer_dropped", "Messages dropped at the buffer's size limit", registry=r
         )
+        self.store_errors = Counter(
+            "ilma_agent_store_errors",
+            "Calls to a disk store (buffer, audit) that failed; the agent goes on without them",
+            ["store", "op"],
+            registry=r,
+        )
+        self.audit_dropped = Counter(
+            "ilma_agent_audit_records_dropped",
+            "Audit records dropped while the audit log could not take them (beyond those held)",
+            registry=r,
+        )
+        self.unbuffered = Counter(
+            "ilma_agent_unbuffered_messages",
+            "Telemetry messages the buffer could not store, by fate (sent live, or dropped)",
+            ["outcome"],
+            registry=r,
+        )
         self.published = Counter(
             "ilma_agent_published_messages", "Messages acknowledged by the broker", registry=r
         )

@@ -6,16 +6,21 @@ lost to a broker outage, a crash or a reboot. A message that waited through an o
 flagged as replayed, at a bounded rate. The session reconnects forever with capped, jittered
 backoff and re-announces itself (retained birth message) after every reconnect; its Last Will
 tells the controller when the gateway vanishes.
+
+When the buffer itself fails (disk full, I/O error, a damaged file) the agent goes on: a message
+the buffer cannot take is held in memory, a bounded few, and sent live; a damaged file is moved
+aside and the buffer starts anew.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import random
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
@@ -32,7 +37,7 @@ from controller.wire import (
     encode,
     gateway_status_topic,
 )
-from edge_agent.buffer import DiskBuffer
+from edge_agent.buffer import BufferCorruptError, Buffered, BufferStoreError, DiskBuffer
 from edge_agent.config import GatewayConfig
 from edge_agent.metrics import AgentMetrics
 
@@ -43,6 +48,12 @@ BATCH = 50  # messages taken from the buffer at a time
 # The broker keeps the session (subscriptions, queued commands within their expiry) this long
 # across a disconnect.
 SESSION_EXPIRY_S = 3600
+# Messages the buffer could not store, held in memory for the sender: ten minutes of telemetry at
+# a 10 s cycle, a few hundred KiB at most. Past that the oldest go (counted): memory is what a
+# gateway must not run out of.
+UNBUFFERED_MAX = 60
+
+Message = tuple[str, bytes, int, float]  # topic, payload, qos, created_s (as the buffer takes it)
 
 MessageHandler = Callable[[aiomqtt.Message, float], Awaitable[None]]
 
@@ -106,6 +117,7 @@ class Uplink:
         self.connected = asyncio.Event()
         self.connected_since = float("inf")  # wall time the current session began
         self._wake = asyncio.Event()
+        self._unbuffered: collections.deque[Message] = collections.deque()
         self._client: aiomqtt.Client | None = None
         self._failures = 0
         site, gw = cfg.site.site.name, cfg.name
@@ -116,16 +128,48 @@ class Uplink:
     # --- telemetry in -------------------------------------------------------------------------
 
     async def submit(self, topic: str, payload: bytes) -> None:
-        """Store a message durably; the sender takes it from there."""
-        dropped = await asyncio.to_thread(self.buffer.append, [(topic, payload, 1, self.clock())])
-        if dropped:  # the buffer logs when it fills up and when it has room again
-            log.debug("buffer full: dropped the %d oldest messages", dropped)
+        """Store a message durably; the sender takes it from there.
+
+        Never raises for the buffer's sake: the cycle that calls this also writes setpoints and
+        runs the fallback, which must not stop because a disk is full. A message the buffer
+        cannot take is held in memory (bounded) and sent live.
+        """
+        message: Message = (topic, payload, 1, self.clock())
+        try:
+            dropped = await asyncio.to_thread(self.buffer.append, [message])
+        except BufferStoreError as exc:
+            await self._store_failed("append", exc)
+            self._hold(message)
+        else:
+            if dropped:  # the buffer logs when it fills up and when it has room again
+                log.debug("buffer full: dropped the %d oldest messages", dropped)
         self._gauge_buffer()
         self._wake.set()
 
+    def _hold(self, message: Message) -> None:
+        if len(self._unbuffered) >= UNBUFFERED_MAX:
+            self._unbuffered.popleft()
+            self.metrics.unbuffered.labels("dropped").inc()
+        self._unbuffered.append(message)
+
+    async def _store_failed(self, op: str, exc: BufferStoreError) -> None:
+        """Count a failed buffer call; reopen a damaged file. The buffer logs the transitions
+        (failing, working again), so this logs at DEBUG only."""
+        self.metrics.store_errors.labels("buffer", op).inc()
+        log.debug("buffer %s failed: %s", op, exc)
+        if isinstance(exc, BufferCorruptError):
+            try:
+                await asyncio.to_thread(self.buffer.reopen)
+            except BufferStoreError as reopen_exc:  # the next failing call tries again
+                self.metrics.store_errors.labels("buffer", "reopen").inc()
+                log.debug("buffer reopen failed: %s", reopen_exc)
+
     def _gauge_buffer(self) -> None:
-        self.metrics.buffer_depth.set(self.buffer.depth)
-        self.metrics.buffer_dropped.set(self.buffer.dropped)
+        try:
+            self.metrics.buffer_depth.set(self.buffer.depth)
+            self.metrics.buffer_dropped.set(self.buffer.dropped)
+        except BufferStoreError:  # not open after a failed reopen: the gauges keep their last
+            pass
 
     # --- the session --------------------------------------------------------------------------
 
@@ -223,26 +267,74 @@ class Uplink:
         replay_rate = RateLimiter(self.cfg.file.buffer.replay_per_s, self.mono)
         while True:
             self._wake.clear()
-            batch = await asyncio.to_thread(self.buffer.peek, BATCH)
+            await self._send_unbuffered(client, replay_rate)
+            batch = await self._peek()
             if not batch:
                 await self._wake.wait()
                 continue
             sent: list[int] = []
+            removed = True
             try:
                 for m in batch:
-                    # Late by more than a cycle: it waited out an outage (the first cycle of
-                    # an agent, done while it connects, is not a replay).
-                    replay = m.created_s < self.connected_since - self.cfg.file.gateway.cycle_s
-                    if replay:
-                        await replay_rate.acquire()
-                    payload = mark_replayed(m.payload) if replay else m.payload
-                    await client.publish(m.topic, payload, qos=m.qos, timeout=PUBLISH_TIMEOUT_S)
+                    await self._publish(
+                        client, replay_rate, (m.topic, m.payload, m.qos, m.created_s)
+                    )
                     sent.append(m.id)
-                    self.metrics.published.inc()
-                    if replay:
-                        self.metrics.replayed.inc()
             finally:
                 # Acknowledged messages leave the buffer even when the session broke mid-batch.
                 if sent:
-                    await asyncio.to_thread(self.buffer.remove, sent)
-                    self._gauge_buffer()
+                    removed = await self._remove(sent)
+            if not removed:
+                # They stay and go again (at least once), but not in a tight loop: one batch
+                # per cycle until the buffer takes removals again.
+                await self._wake.wait()
+
+    async def _publish(
+        self, client: aiomqtt.Client, replay_rate: RateLimiter, message: Message
+    ) -> None:
+        topic, payload, qos, created_s = message
+        # Late by more than a cycle: it waited out an outage (the first cycle of an agent, done
+        # while it connects, is not a replay).
+        replay = created_s < self.connected_since - self.cfg.file.gateway.cycle_s
+        if replay:
+            await replay_rate.acquire()
+        payload = mark_replayed(payload) if replay else payload
+        await client.publish(topic, payload, qos=qos, timeout=PUBLISH_TIMEOUT_S)
+        self.metrics.published.inc()
+        if replay:
+            self.metrics.replayed.inc()
+
+    async def _send_unbuffered(self, client: aiomqtt.Client, replay_rate: RateLimiter) -> None:
+        """Send the messages the buffer could not take, before what it holds: they are the
+        newest, and held only in memory."""
+        while self._unbuffered:
+            message = self._unbuffered.popleft()
+            try:
+                await self._publish(client, replay_rate, message)
+            except BaseException:
+                # Not acknowledged: it stays first in line for the next session.
+                if len(self._unbuffered) < UNBUFFERED_MAX:
+                    self._unbuffered.appendleft(message)
+                else:
+                    self.metrics.unbuffered.labels("dropped").inc()
+                raise
+            self.metrics.unbuffered.labels("sent").inc()
+
+    async def _peek(self) -> list[Buffered]:
+        """The next batch, or none while the buffer cannot be read (tried again next cycle)."""
+        try:
+            return await asyncio.to_thread(self.buffer.peek, BATCH)
+        except BufferStoreError as exc:
+            await self._store_failed("peek", exc)
+            return []
+
+    async def _remove(self, ids: Sequence[int]) -> bool:
+        """Remove acknowledged messages; False if the buffer would not (they will go again)."""
+        try:
+            await asyncio.to_thread(self.buffer.remove, ids)
+        except BufferStoreError as exc:
+            await self._store_failed("remove", exc)
+            return False
+        finally:
+            self._gauge_buffer()
+        return True

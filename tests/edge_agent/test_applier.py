@@ -27,7 +27,7 @@ from bacnet_modbus.modbus import FieldBusError, ModbusDevice
 from controller.law import Mode as LawMode
 from controller.wire import CommandSet, Mode, ZoneCommand, mode_of
 from edge_agent.applier import BMS_MODE, WRITE_FIELDS, Applier, Target
-from edge_agent.audit import AuditLog, AuditRecord, Outcome, Source
+from edge_agent.audit import AuditLog, AuditRecord, AuditStoreError, Outcome, Source
 from edge_agent.config import GatewayConfig, Writes, load_gateway
 from edge_agent.metrics import AgentMetrics
 from sensors.profiles import DataType, RegisterPoint
@@ -974,3 +974,37 @@ def test_a_commands_mode_is_written_as_its_bms_code(rig: Rig) -> None:
 
 def test_write_fields_are_the_zone_write_keys(cfg: GatewayConfig) -> None:
     assert set(WRITE_FIELDS) == set(type(cfg.file.zone[0].write).model_fields)
+
+
+def test_audit_records_wait_for_a_failing_audit_log_within_a_bound(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk: the writes go on, their records are held and stored once the log works
+    again; beyond AUDIT_HELD the oldest are dropped and counted."""
+    store = rig.audit.record_many
+    failing = True
+
+    def record_many(recs: list[AuditRecord]) -> None:
+        if failing:
+            raise AuditStoreError("database or disk is full")
+        store(recs)
+
+    monkeypatch.setattr(rig.audit, "record_many", record_many)
+    rig.applier.set_target(ZONE, target(airflow_m3s=0.4))
+    with pytest.raises(AuditStoreError):
+        rig.apply()
+    assert rig.vav.values["airflow_setpoint_m3s"] == pytest.approx(0.4)  # written all the same
+    failing = False
+    rig.flush()
+    assert [r.outcome for r in rig.records()] == [Outcome.APPLIED]
+    # Held within the bound, the newest kept.
+    failing = True
+    monkeypatch.setattr("edge_agent.applier.AUDIT_HELD", 3)
+    for value in (0.5, 0.6, 0.7, 0.8, 0.9):
+        rig.applier.set_target(ZONE, target(airflow_m3s=value))
+        with pytest.raises(AuditStoreError):
+            rig.apply()
+    failing = False
+    rig.flush()
+    assert [r.written for r in rig.records()[1:]] == [f32(0.7), f32(0.8), f32(0.9)]
+    assert rig.metrics.registry.get_sample_value("ilma_agent_audit_records_dropped_total") == 2

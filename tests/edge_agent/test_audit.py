@@ -263,3 +263,47 @@ def test_damage_deep_in_the_file_is_found_by_open_or_reset(tmp_path: Path) -> No
         assert log.recent(10_000) == []
     (moved,) = tmp_path.glob("audit.sqlite.corrupt-*")
     assert moved.read_bytes() == data
+
+
+def test_reopen_after_real_damage_moves_the_file_aside_in_place(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The agent's recovery: the same AuditLog object (the daemon and the applier hold it)
+    goes on, on a new file, after SQLite itself found the damage."""
+    path = tmp_path / "audit.sqlite"
+    with AuditLog(path, 10_000) as log:
+        log.record_many([dataclasses.replace(rec(n), reason="x" * 1000) for n in range(2000)])
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 4096 // 2 * 4096
+    data[middle : middle + 20 * 4096] = random.Random(3).randbytes(20 * 4096)
+    path.write_bytes(data)
+    with AuditLog(path, 10_000) as log:
+        with pytest.raises(AuditCorruptError):
+            log.recent(10_000)
+        log.reopen()
+        assert log.recent(10) == []
+        log.record(rec(1))
+        assert log.recent(10) == [rec(1)]
+    (moved,) = tmp_path.glob("audit.sqlite.corrupt-*")
+    assert moved.read_bytes() == data
+    assert len([r for r in caplog.records if r.levelno == logging.ERROR]) == 1
+
+
+def test_a_failing_record_is_logged_once_until_it_works_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with AuditLog(tmp_path / "audit.sqlite", 10_000) as log:
+        conn = log._conn
+        assert conn is not None
+        (pages,) = conn.execute("PRAGMA page_count").fetchone()
+        conn.execute(f"PRAGMA max_page_count = {int(pages)}")  # a full disk, as SQLite sees it
+        big = dataclasses.replace(rec(1), reason="x" * 20_000)
+        with caplog.at_level(logging.DEBUG, logger="edge_agent.audit"):
+            for _ in range(3):
+                with pytest.raises(AuditStoreError, match="full"):
+                    log.record(big)
+            conn.execute("PRAGMA max_page_count = 1073741823")
+            log.record(big)
+            log.record(big)
+    levels = [r.levelno for r in caplog.records if r.name == "edge_agent.audit"]
+    assert levels == [logging.WARNING, logging.DEBUG, logging.DEBUG, logging.INFO]

@@ -330,6 +330,41 @@ def test_random_bytes_are_moved_aside_and_the_buffer_starts_empty(
         assert contents(buf.peek(10)) == messages(0, 2)
 
 
+def test_reopen_keeps_a_sound_file_and_its_messages(tmp_path: Path) -> None:
+    """A corrupt-looking error that the whole-file check does not confirm loses nothing."""
+    path = tmp_path / "b.sqlite"
+    buf = DiskBuffer(path, 10)
+    with buf:
+        buf.append(messages(0, 3))
+        buf.reopen()
+        assert buf.depth == 3
+        assert contents(buf.peek(10)) == messages(0, 3)
+        buf.append(messages(3, 1))
+    assert not list(tmp_path.glob("*.corrupt-*"))
+    with pytest.raises(ValueError, match="closed"):
+        buf.reopen()
+
+
+def test_a_failed_reopen_leaves_the_buffer_wanting_another(tmp_path: Path) -> None:
+    path = tmp_path / "b.sqlite"
+    with DiskBuffer(path, 10) as buf:
+        buf.append(messages(0, 2))
+        path.rename(tmp_path / "elsewhere.sqlite")
+        path.mkdir()  # the file cannot be opened now (as with an I/O error)
+        with pytest.raises(BufferStoreError):
+            buf.reopen()
+        # Every call says the file still wants a reopen; none says it was closed on purpose.
+        with pytest.raises(BufferCorruptError):
+            buf.append(messages(2, 1))
+        with pytest.raises(BufferCorruptError):
+            buf.peek(10)
+        path.rmdir()
+        buf.reopen()
+        assert buf.peek(10) == []
+        buf.append(messages(2, 1))
+        assert contents(buf.peek(10)) == messages(2, 1)
+
+
 def test_resetting_twice_keeps_both_damaged_files(tmp_path: Path) -> None:
     path = tmp_path / "b.sqlite"
     for seed in (1, 2):

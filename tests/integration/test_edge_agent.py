@@ -270,12 +270,21 @@ def test_fallback_engages_when_the_controller_stops_and_hands_back(
         assert any(
             r["outcome"] == "relinquished" or r["source"] == "relinquish" for r in audit_rows(audit)
         )
-        # The controller returns: the zones are handed back.
+        # The controller returns: each zone is handed back when it is commanded; the other one
+        # stays on its fallback meanwhile, and the status says so.
         ctl.heartbeat()
         back = ctl.command(airflow_m3s=0.45, t_heat_c=21.5, t_cool_c=24.5)
         wait_until(
+            lambda: listener.statuses[-1].fallback_zones == (OTHER_ZONE,),
+            20,
+            message="one zone handed back",
+        )
+        assert listener.statuses[-1].state is GatewayState.DEGRADED
+        ctl.command(OTHER_ZONE, airflow_m3s=0.5, t_heat_c=20.0, t_cool_c=26.0)
+        wait_until(
             lambda: listener.statuses[-1].state is GatewayState.ONLINE, 20, message="online again"
         )
+        assert listener.statuses[-1].fallback_zones == ()
         wait_until(
             lambda: rig.building.state()["vav-e1"]["airflow_setpoint_m3s"] == pytest.approx(0.45),
             20,
