@@ -30,6 +30,7 @@ _PEOPLE_IN, _PEOPLE_OUT, _PEOPLE_COUNT = (
 )  # fmt: skip
 # Sequence numbers remembered per gateway boot, to tell a resent message from a new one.
 SEQ_WINDOW = 4096
+_WINDOW_MASK = (1 << SEQ_WINDOW) - 1
 # Clock offsets smaller than this are NTP-level noise plus network delay: left alone.
 SKEW_IGNORED_S = 1.0
 # The gateway's clock offset is the median of this many recent live messages (robust to one
@@ -82,26 +83,36 @@ def _layout(index: dict[str, int], zone: tuple[str, ...], point: tuple[Quantity,
 @dataclass
 class _Gateway:
     boot_t: float = -1.0
-    seen: set[int] = field(default_factory=set)
+    # Sequence numbers seen, as a bitmap of the SEQ_WINDOW below the highest (bit k: max_seq - k),
+    # as network protocols keep their anti-replay windows: a set of ints held 0.75 MB per
+    # gateway at its bound (a soak of the daemon), the bitmap SEQ_WINDOW / 8 bytes.
+    seen: int = 0
     max_seq: int = -1
     offsets: deque[float] = field(default_factory=lambda: deque(maxlen=SKEW_SAMPLES))
     offset_s: float = 0.0
     layout: _Layout | None = None
 
     def duplicate(self, msg: Telemetry) -> bool:
-        """Whether the message was seen before; if not, remember it."""
+        """Whether the message was seen before; if not, remember it. A message more than
+        SEQ_WINDOW behind the newest cannot be told apart and is taken (its readings only go
+        to history unless they are newer than the state)."""
+        seq = msg.seq
         if msg.boot_t != self.boot_t:
             if msg.boot_t < self.boot_t and self.boot_t > 0:
                 # A message of an earlier boot, replayed late: history, but no state to track.
                 return False
-            self.boot_t, self.seen, self.max_seq = msg.boot_t, set(), -1
-        elif msg.seq in self.seen:
+            self.boot_t, self.seen, self.max_seq = msg.boot_t, 0, -1
+        if seq > self.max_seq:
+            shift = seq - self.max_seq
+            self.seen = ((self.seen << shift) | 1) & _WINDOW_MASK if shift < SEQ_WINDOW else 1
+            self.max_seq = seq
+            return False
+        bit = 1 << (self.max_seq - seq)
+        if bit > _WINDOW_MASK:
+            return False  # too far behind to tell
+        if self.seen & bit:
             return True
-        self.seen.add(msg.seq)
-        if msg.seq > self.max_seq:
-            self.max_seq = msg.seq
-            if len(self.seen) > 2 * SEQ_WINDOW:
-                self.seen = {s for s in self.seen if s > self.max_seq - SEQ_WINDOW}
+        self.seen |= bit
         return False
 
     def heard_live(self, sent_s: float, received_s: float) -> None:

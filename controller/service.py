@@ -109,6 +109,7 @@ class Counters:
     batches: int = 0  # ingest batches (messages / batches: how many were read together)
     readings: int = 0
     duplicates: int = 0
+    unknown_zone_readings: int = 0  # readings of zones the site does not have (history only)
     rejected: int = 0
     forwarded: int = 0
     commands: int = 0
@@ -137,6 +138,7 @@ class ControllerService:
         self.mono = mono
         self.rng = rng or random.Random()  # noqa: S311  (jitter, not secrets)
         self.counters = Counters()
+        self._unknown_zones_logged: set[str] = set()  # sites warned of once
         self.runs: dict[str, SiteRun] = {}
         self.members: dict[str, float] = {}  # other live members → their status time
         self.seq = 0
@@ -334,6 +336,16 @@ class ControllerService:
             c.batches += 1
             c.duplicates += got.duplicates
             c.readings += got.new + got.history
+            if got.unknown_zones:
+                c.unknown_zone_readings += got.unknown_zones
+                if site not in self._unknown_zones_logged:
+                    self._unknown_zones_logged.add(site)
+                    log.warning(
+                        "site %s: telemetry names zones its file does not have (a gateway's file "
+                        "and the site's disagree?); their readings go to history only, further "
+                        "ones are counted (ilma_controller_unknown_zone_readings)",
+                        site,
+                    )
             for i, offset_s in got.accepted:
                 msg, payload = items[i]
                 self.history.put_message(TelemetryRecord(site, msg, payload, offset_s))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 import random
+import sys
 
 import numpy as np
 import pytest
@@ -145,6 +146,31 @@ def test_the_seq_window_forgets_only_what_is_far_behind() -> None:
         s.ingest(message(seq=seq, t=T0), T0)
     for recent in (last, last - 1, last - SEQ_WINDOW + 1):
         assert s.ingest(message(seq=recent, t=T0), T0).duplicate, recent
+
+
+@settings(max_examples=300)
+@given(
+    st.lists(st.one_of(st.integers(0, 40), st.integers(0, 3 * SEQ_WINDOW)), min_size=1, max_size=60)
+)
+def test_the_seq_window_tells_what_a_set_of_every_seq_would_within_the_window(
+    seqs: list[int],
+) -> None:
+    """Duplicate exactly when the seq was seen and lies within SEQ_WINDOW of the newest."""
+    s = SiteState(ZONES)
+    seen: set[int] = set()
+    newest = -1
+    for seq in seqs:
+        expected = seq in seen and newest - seq < SEQ_WINDOW
+        assert s.ingest(message(seq=seq, t=T0), T0).duplicate == expected, (seq, newest)
+        seen.add(seq)
+        newest = max(newest, seq)
+
+
+def test_a_gateways_seq_memory_is_a_small_fixed_size() -> None:
+    s = SiteState(ZONES)
+    for seq in range(3 * SEQ_WINDOW):
+        s.ingest(message(seq=seq, t=T0), T0)
+    assert sys.getsizeof(s.gateways["gw-1"].seen) <= SEQ_WINDOW // 8 + 64
 
 
 # --- newest wins, replays ----------------------------------------------------------------------

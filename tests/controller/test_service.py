@@ -401,6 +401,25 @@ def test_a_malformed_telemetry_payload_is_counted_and_dropped(payload: bytes) ->
     assert [c.zone for c in client.commands("gw-a")[0].commands] == list(GW_A)
 
 
+def test_readings_of_zones_the_site_does_not_have_are_counted_and_warned_of_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = Clock()
+    service, _ = make_service(config(), clock)
+
+    async def main() -> None:
+        topic = telemetry_topic(NAME, "gw-a")
+        await service.on_message(topic, telemetry("gw-a", (*GW_A, "attic"), NOW, 0), None)
+        await service.on_message(topic, telemetry("gw-a", ("attic",), NOW + 10, 1), None)
+
+    with caplog.at_level("WARNING", logger="controller.service"):
+        run(main)
+    assert service.counters.unknown_zone_readings == 8  # four quantities, twice
+    assert service.counters.readings == 4 * len(GW_A)
+    warned = [r for r in caplog.records if "zones its file does not have" in r.getMessage()]
+    assert len(warned) == 1
+
+
 def test_the_receive_loop_counts_bad_messages_and_goes_on() -> None:
     clock = Clock()
     service, _ = make_service(config(), clock)
