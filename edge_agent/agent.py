@@ -39,7 +39,7 @@ from controller.wire import (
 )
 from edge_agent.applier import BMS_MODE, Applier, Target
 from edge_agent.audit import AuditCorruptError, AuditLog, AuditStoreError, Source
-from edge_agent.buffer import DiskBuffer
+from edge_agent.buffer import DiskBuffer, after_store_failure
 from edge_agent.config import FallbackKind, GatewayConfig
 from edge_agent.metrics import AgentMetrics
 from edge_agent.readings import ReadingTable
@@ -239,20 +239,18 @@ class Agent:
     async def _apply(self, zones: set[str] | None = None) -> None:
         """Apply targets (default: all). A failing audit log does not stop the writes: they
         are made before their records are stored, and the building needs its setpoints more
-        than we need the record. The lost records are counted (the audit log logs its
+        than we need the record. The records wait in the applier for the log to work again
+        (a bounded number; see Applier.flush); the failure is counted (the audit log logs its
         failing and recovery); a damaged file is moved aside and the log starts anew."""
         async with self._apply_lock:
             try:
                 await self.applier.apply(zones)
             except AuditStoreError as exc:
-                self.metrics.store_errors.labels("audit", "record").inc()
-                log.debug("audit records lost: %s", exc)
-                if isinstance(exc, AuditCorruptError):
-                    try:
-                        await asyncio.to_thread(self.audit.reopen)
-                    except AuditStoreError as reopen_exc:  # the next failing call tries again
-                        self.metrics.store_errors.labels("audit", "reopen").inc()
-                        log.debug("audit log reopen failed: %s", reopen_exc)
+                corrupt = isinstance(exc, AuditCorruptError)
+                await after_store_failure(
+                    self.metrics.store_errors, "audit", "record", exc,
+                    reopen=self.audit.reopen if corrupt else None,
+                )  # fmt: skip
 
     async def _poll(self, now: float) -> None:
         k = self._cycle_no

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import math
@@ -12,6 +13,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal, NamedTuple, Protocol, Self, TypeVar
+
+from prometheus_client import Counter
 
 from sensors.errors import IlmaError
 
@@ -299,6 +302,24 @@ def open_or_reset(
 
 
 # -- the buffer ------------------------------------------------------------------------------
+
+
+async def after_store_failure(
+    failures: Counter, store: str, op: str, exc: OSError, *, reopen: Callable[[], None] | None
+) -> None:
+    """Count a failed call to a disk store (the buffer, the audit log) and, for a damaged file
+    (`reopen` given), move it aside and open it anew, off the event loop. The store itself logs
+    when it starts failing and when it works again, so this logs at DEBUG only; a reopen that
+    fails too is counted, and the next failing call tries again."""
+    failures.labels(store, op).inc()
+    logger.debug("%s %s failed: %s", store, op, exc)
+    if reopen is None:
+        return
+    try:
+        await asyncio.to_thread(reopen)
+    except OSError as reopen_exc:  # the stores' errors are OSErrors
+        failures.labels(store, "reopen").inc()
+        logger.debug("%s reopen failed: %s", store, reopen_exc)
 
 
 class BufferStoreError(IlmaError, OSError):

@@ -37,7 +37,13 @@ from controller.wire import (
     encode,
     gateway_status_topic,
 )
-from edge_agent.buffer import BufferCorruptError, Buffered, BufferStoreError, DiskBuffer
+from edge_agent.buffer import (
+    BufferCorruptError,
+    Buffered,
+    BufferStoreError,
+    DiskBuffer,
+    after_store_failure,
+)
 from edge_agent.config import GatewayConfig
 from edge_agent.metrics import AgentMetrics
 
@@ -153,16 +159,11 @@ class Uplink:
         self._unbuffered.append(message)
 
     async def _store_failed(self, op: str, exc: BufferStoreError) -> None:
-        """Count a failed buffer call; reopen a damaged file. The buffer logs the transitions
-        (failing, working again), so this logs at DEBUG only."""
-        self.metrics.store_errors.labels("buffer", op).inc()
-        log.debug("buffer %s failed: %s", op, exc)
-        if isinstance(exc, BufferCorruptError):
-            try:
-                await asyncio.to_thread(self.buffer.reopen)
-            except BufferStoreError as reopen_exc:  # the next failing call tries again
-                self.metrics.store_errors.labels("buffer", "reopen").inc()
-                log.debug("buffer reopen failed: %s", reopen_exc)
+        corrupt = isinstance(exc, BufferCorruptError)
+        await after_store_failure(
+            self.metrics.store_errors, "buffer", op, exc,
+            reopen=self.buffer.reopen if corrupt else None,
+        )  # fmt: skip
 
     def _gauge_buffer(self) -> None:
         try:
