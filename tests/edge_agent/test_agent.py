@@ -26,7 +26,7 @@ from controller.wire import (
 )
 from edge_agent.agent import Agent
 from edge_agent.audit import AuditCorruptError, AuditLog, AuditRecord, Outcome, Source
-from edge_agent.buffer import BufferCorruptError, DiskBuffer
+from edge_agent.buffer import BufferCorruptError, BufferStoreError, DiskBuffer
 from edge_agent.config import load_gateway
 from edge_agent.metrics import AgentMetrics
 from edge_agent.uplink import RateLimiter
@@ -490,3 +490,29 @@ def test_silence_after_a_partial_hand_back_puts_every_zone_on_its_fallback_again
     assert a.supervisor.fallback
     assert a.fallback_zones() == (ZONE, OTHER)
     assert a.applier.targets[ZONE].source is Source.FALLBACK
+
+
+def test_the_sender_goes_on_when_the_buffer_cannot_be_read_or_emptied(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failed peek is an empty batch for now (tried again next cycle); a failed remove keeps
+    the messages, to be sent again (at least once); a damaged file is reopened in place."""
+    uplink = rig.agent.uplink
+    reopened: list[bool] = []
+
+    def broken(*_args: object) -> None:
+        raise BufferStoreError("disk I/O error")
+
+    def damaged(*_args: object) -> None:
+        raise BufferCorruptError("database disk image is malformed")
+
+    monkeypatch.setattr(rig.buffer, "reopen", lambda: reopened.append(True))
+    monkeypatch.setattr(rig.buffer, "peek", broken)
+    assert asyncio.run(uplink._peek()) == []
+    monkeypatch.setattr(rig.buffer, "remove", broken)
+    assert asyncio.run(uplink._remove([1, 2])) is False
+    assert (rig.store_errors("buffer", "peek"), rig.store_errors("buffer", "remove")) == (1, 1)
+    assert reopened == []  # a full or failing disk is no damaged file
+    monkeypatch.setattr(rig.buffer, "peek", damaged)
+    assert asyncio.run(uplink._peek()) == []
+    assert reopened == [True]
