@@ -113,7 +113,10 @@ class Agent:
         clock: Callable[[], float] = time.time,
         mono: Callable[[], float] = time.monotonic,
         on_cycle: Callable[[], None] | None = None,
+        after: Agent | None = None,
     ) -> None:
+        """`after`: the agent this one replaces on a reload, whose knowledge of the controller
+        carries over (when it was last heard, the last command of each controller)."""
         self.cfg = cfg
         self.audit = audit
         self.metrics = metrics
@@ -126,6 +129,11 @@ class Agent:
         self.table = ReadingTable(cfg)
         self.applier = Applier(cfg, self.devices, audit, metrics, clock=clock, mono=mono)
         self.supervisor = Supervisor(cfg.file.fallback.after_s, mono)
+        if after is not None:
+            # A reload must neither put off the fallback (a silent controller stays silent) nor
+            # let an older command than the last one taken through.
+            self.supervisor.last_heard = after.supervisor.last_heard
+            self.applier.continue_from(after.applier)
         zones = tuple(z.name for z in cfg.file.zone)
         self.core = LiveCore.build(cfg.site, zones)
         self.core_state = initial_live_state(self.core)

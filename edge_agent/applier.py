@@ -134,6 +134,12 @@ class Applier:
             zones.append(c.zone)
         return zones
 
+    def continue_from(self, previous: Applier) -> None:
+        """Take over the command order of the applier this one replaces (a reload): a command
+        older than one already taken stays refused. (What points hold is read afresh: the new
+        file may map them to other devices.)"""
+        self._last_seq.update(previous._last_seq)
+
     def set_target(self, zone: str, target: Target) -> None:
         self.targets[zone] = target
 

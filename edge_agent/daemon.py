@@ -97,9 +97,15 @@ class Daemon:
         loop.add_signal_handler(signal.SIGINT, self.request_stop)
         loop.add_signal_handler(signal.SIGHUP, self.request_reload)
         try:
+            agent: Agent | None = None
             while not self._stop:
                 agent = Agent(
-                    self.cfg, self.buffer, self.audit, self.metrics, on_cycle=self._on_cycle
+                    self.cfg,
+                    self.buffer,
+                    self.audit,
+                    self.metrics,
+                    on_cycle=self._on_cycle,
+                    after=agent,
                 )
                 task = asyncio.create_task(agent.run(), name="agent")
                 try:

@@ -516,3 +516,23 @@ def test_the_sender_goes_on_when_the_buffer_cannot_be_read_or_emptied(
     monkeypatch.setattr(rig.buffer, "peek", damaged)
     assert asyncio.run(uplink._peek()) == []
     assert reopened == [True]
+
+
+def test_a_reload_keeps_when_the_controller_was_heard_and_its_last_command(rig: Rig) -> None:
+    """The agent a reload builds takes over: an older command than the last one taken stays
+    refused, and a silent controller stays silent (the fallback is not put off by another
+    fallback.after_s)."""
+    first = asyncio.run(rig.command(ZONE))
+    rig.mono.t += 10.0
+    rig.clock.t += 10.0
+    reloaded = Agent(
+        rig.agent.cfg, rig.buffer, rig.audit, rig.metrics,
+        clock=rig.clock, mono=rig.mono, after=rig.agent,
+    )  # fmt: skip
+    assert reloaded.applier.accept(first, rig.mono()) == []  # redelivered: still valid, old
+    assert reloaded.supervisor.last_heard == rig.agent.supervisor.last_heard
+    rig.mono.t += AFTER_S
+    assert reloaded.supervisor.silent()
+    fresh = Agent(rig.agent.cfg, rig.buffer, rig.audit, rig.metrics, clock=rig.clock, mono=rig.mono)
+    assert fresh.applier.accept(first, rig.mono()) == [ZONE]  # what a reload did before
+    assert not fresh.supervisor.silent()  # ... and another after_s to wait
