@@ -111,7 +111,7 @@ class Session:
         self._clean_start = clean_start
         self._session_expiry_s = session_expiry_s
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._sock: Any = None
+        self._sock: BufferedSocket | None = None  # paho's socket, wrapped at connect
         self._connected: asyncio.Future[None] | None = None
         self._lost: asyncio.Future[None] | None = None
         self._inbox: deque[Message] = deque()
@@ -264,8 +264,10 @@ class Session:
             raise SessionError(f"{self.host}:{self.port} unreachable: {exc}") from exc
         if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
             raise SessionError(f"{self.host}:{self.port}: {mqtt.error_string(rc)}")
-        self._sock = self._client.socket()
-        loop.add_reader(self._sock, self._readable)
+        sock = self._client.socket()
+        assert isinstance(sock, BufferedSocket)  # noqa: S101  (wrapped in _connect_blocking)
+        self._sock = sock
+        loop.add_reader(sock, self._readable)
         self._flush()
         self._misc = loop.create_task(self._keepalive(), name="mqtt-keepalive")
         try:
@@ -456,21 +458,18 @@ class BufferedSocket:
         self.sock.setsockopt(level, option, value)
 
 
-def _buffered(sock: Any) -> bool:  # noqa: ANN401  (paho's socket type)
-    """Whether bytes wait above the kernel: in our read buffer, or decrypted by TLS."""
-    if isinstance(sock, BufferedSocket):
-        return sock.pending() > 0
-    return isinstance(sock, ssl.SSLSocket) and sock.pending() > 0
+def _buffered(sock: BufferedSocket | None) -> bool:
+    """Whether bytes wait above the kernel: in the session's read buffer, or decrypted by TLS."""
+    return sock is not None and sock.pending() > 0
 
 
-def _more_to_read(sock: Any) -> bool:  # noqa: ANN401  (paho's socket type)
-    """Whether bytes are waiting: in our buffer, the TLS layer's, or the kernel's."""
+def _more_to_read(sock: BufferedSocket | None) -> bool:
+    """Whether bytes are waiting: in the session's buffer, the TLS layer's, or the kernel's."""
     if sock is None:
         return False
-    if _buffered(sock):
+    if sock.pending():
         return True
-    raw = sock.sock if isinstance(sock, BufferedSocket) else sock
-    waiting = fcntl.ioctl(raw.fileno(), termios.FIONREAD, b"\0\0\0\0")
+    waiting = fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0")
     return int.from_bytes(waiting, sys.byteorder) > 0
 
 
@@ -478,7 +477,7 @@ def _written_by_session(_c: mqtt.Client, _u: object, _sock: object) -> None:
     """paho's hook for an external loop to watch for writability: the session flushes itself."""
 
 
-def _cork(sock: Any, *, on: bool) -> None:  # noqa: ANN401  (paho's socket type)
+def _cork(sock: BufferedSocket | None, *, on: bool) -> None:
     """Hold small writes back while on (Linux TCP_CORK); turning it off sends what is held."""
     cork = getattr(socket, "TCP_CORK", None)
     if sock is None or cork is None:
